@@ -1,0 +1,1 @@
+"""Benchmarks: targets live here, never in timed unit tests."""

@@ -1,0 +1,126 @@
+"""Backhaul's RQ worker: a forking worker that keeps the job rows true.
+
+On top of rq.Worker it:
+- gives each work horse a fresh database pool and an app context;
+- fixes the row at once when a work horse dies (killed, OOM, stopped by cancel);
+- on SIGTERM lets the running job finish for a grace period, then hands it back;
+- runs the reconciler in a background thread (one at a time across all workers,
+  by a PostgreSQL advisory lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import uuid
+
+from flask import Flask
+from rq import Worker
+from rq.job import Job as RQJob
+
+from webapp import jobstate, reconciler
+from webapp.extensions import db
+from webapp.models import Job, JobStatus
+
+log = logging.getLogger("backhaul.worker")
+
+
+def row_id_of(rq_job: RQJob) -> uuid.UUID | None:
+    """The job row id carried by an RQ job (its only argument)."""
+    try:
+        return uuid.UUID(str(rq_job.args[0]))
+    except (IndexError, ValueError, TypeError):
+        return None
+
+
+class BackhaulWorker(Worker):
+    """An rq.Worker bound to a Flask app."""
+
+    def __init__(self, *args, app: Flask, shutdown_grace: float = 25.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+        self.shutdown_grace = shutdown_grace
+        self._handing_back = False
+        self._grace_timer: threading.Timer | None = None
+
+    # --- in the work horse -------------------------------------------------
+    def main_work_horse(self, job: RQJob, queue) -> None:
+        """Run the job in the forked child with its own DB connections and app context."""
+        # The parent's pooled connections must not be shared with the child.
+        with self.app.app_context():
+            db.engine.dispose(close=False)
+            super().main_work_horse(job, queue)
+
+    # --- in the parent -----------------------------------------------------
+    def handle_work_horse_killed(self, job: RQJob, retpid, ret_val, rusage) -> None:
+        """The horse died without recording anything: hand the job back (or fail it) now."""
+        signal_no = os.WTERMSIG(ret_val) if ret_val and os.WIFSIGNALED(ret_val) else None
+        if self._handing_back:
+            reason = "Handed back while the worker shut down"
+        elif signal_no == signal.SIGKILL:
+            reason = "Interrupted: the work process was killed (out of memory or stopped)"
+        else:
+            reason = f"Interrupted: the work process died (exit status {ret_val})"
+        self._settle_dead_horse(job, reason, count_attempt=not self._handing_back)
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+
+    def monitor_work_horse(self, job: RQJob, queue) -> None:
+        """Watch the horse; afterwards make sure its row is not left 'running'."""
+        super().monitor_work_horse(job, queue)
+        self._settle_dead_horse(job, "Interrupted: the work process stopped", count_attempt=True)
+
+    def _settle_dead_horse(self, rq_job: RQJob, reason: str, *, count_attempt: bool) -> None:
+        """If the row still says running for this delivery, cancel or interrupt it and clean up."""
+        row_id = row_id_of(rq_job)
+        if row_id is None:
+            return
+        with self.app.app_context():
+            try:
+                job = db.session.get(Job, row_id)
+                if job is None or job.status != JobStatus.RUNNING.value or job.rq_job_id != rq_job.id:
+                    return
+                jobstate.interrupt(row_id, reason, count_attempt=count_attempt)
+                from jobs.runtime import scratch_dir_for
+
+                shutil.rmtree(scratch_dir_for(row_id), ignore_errors=True)
+            except Exception:  # noqa: BLE001 - the reconciler repairs what this misses
+                log.exception("could not settle job %s after its work process died", row_id)
+            finally:
+                db.session.remove()
+
+    def request_stop(self, signum, frame) -> None:
+        """Warm shutdown: let the running job finish for ``shutdown_grace`` seconds, then hand it back."""
+        if self.horse_pid and self._grace_timer is None:
+            self._grace_timer = threading.Timer(self.shutdown_grace, self._hand_back)
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
+        super().request_stop(signum, frame)
+
+    def _hand_back(self) -> None:
+        """Grace is over: stop the horse; its job goes back to the queue."""
+        if self.horse_pid:
+            log.warning("shutdown grace of %ss over; handing job back", self.shutdown_grace)
+            self._handing_back = True
+            self.kill_horse(signal.SIGKILL)
+
+
+class ReconcilerThread(threading.Thread):
+    """Runs the reconciler every few seconds in the worker's parent process."""
+
+    def __init__(self, app: Flask, every: float) -> None:
+        super().__init__(name="reconciler", daemon=True)
+        self.app = app
+        self.every = every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        """Reconcile until stopped; errors are logged, never fatal."""
+        while not self.stopped.wait(self.every):
+            try:
+                with self.app.app_context():
+                    reconciler.reconcile_if_leader()
+            except Exception:  # noqa: BLE001 - Redis or PostgreSQL away: try again next round
+                log.warning("reconcile pass failed", exc_info=True)

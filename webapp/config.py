@@ -1,0 +1,135 @@
+"""Settings, read from the environment in one place.
+
+Development gets working defaults; anything that would be unsafe in production
+(SECRET_KEY) must be set there, or the app refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+def database_url(raw: str) -> str:
+    """Normalise a DATABASE_URL so SQLAlchemy always uses the psycopg2 driver.
+
+    Heroku still hands out ``postgres://``; SQLAlchemy 2.1 would pick psycopg 3
+    for a bare ``postgresql://``.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg2://" + raw[len(prefix):]
+    if raw.startswith("postgresql+"):
+        return raw
+    raise ConfigError(f"DATABASE_URL must be a PostgreSQL URL (postgresql://...), got {raw.split(':', 1)[0]}://")
+
+
+def _int(name: str, default: int) -> int:
+    """Read an integer setting, failing loudly on garbage."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    """Read a decimal setting, failing loudly on garbage."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    """Read a yes/no setting."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _sizes(raw: str) -> dict[str, int]:
+    """Parse "thumb=320,medium=1024" into {"thumb": 320, "medium": 1024}."""
+    sizes: dict[str, int] = {}
+    for part in raw.split(","):
+        name, _, px = part.strip().partition("=")
+        if not name or not px.isdigit():
+            raise ConfigError(f"PHOTO_SIZES must look like thumb=320,medium=1024; got {raw!r}")
+        sizes[name] = int(px)
+    return sizes
+
+
+def load_config(overrides: dict | None = None) -> dict:
+    """Build the Flask config mapping from the environment plus ``overrides``."""
+    env = os.environ.get("BACKHAUL_ENV", os.environ.get("FLASK_ENV", "development"))
+    development = env in {"development", "test"}
+    secret = os.environ.get("SECRET_KEY")
+    if not secret:
+        if not development and not (overrides or {}).get("SECRET_KEY"):
+            raise ConfigError("SECRET_KEY must be set outside development (BACKHAUL_ENV=production)")
+        secret = "dev-only-secret-change-me"
+
+    config = {
+        "ENV_NAME": env,
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": database_url(
+            os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/backhaul")
+        ),
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_pre_ping": True,
+            "pool_size": _int("DB_POOL_SIZE", 5),
+            "max_overflow": _int("DB_MAX_OVERFLOW", 2),
+            "pool_recycle": 1800,
+        },
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "STORAGE_BACKEND": os.environ.get("STORAGE_BACKEND", "local"),
+        "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(PROJECT_ROOT / "var" / "storage")),
+        # The whole multi-photo upload request; each file is also checked against PHOTO_MAX_MB.
+        "MAX_CONTENT_LENGTH": (_int("PHOTO_MAX_MB", 50) * _int("PHOTO_MAX_FILES", 20) + 1) * 1024 * 1024,
+        "PHOTO_MAX_MB": _int("PHOTO_MAX_MB", 50),
+        "PHOTO_MAX_FILES": _int("PHOTO_MAX_FILES", 20),
+        "PHOTO_MAX_PIXELS": _int("PHOTO_MAX_PIXELS", 100_000_000),
+        "PHOTO_SIZES": _sizes(os.environ.get("PHOTO_SIZES", "thumb=320,medium=1024,large=1600")),
+        "REPORT_ATTACH_MAX_MB": _int("REPORT_ATTACH_MAX_MB", 10),
+        "NEWSLETTER_BATCH_SIZE": _int("NEWSLETTER_BATCH_SIZE", 200),
+        "NEWSLETTER_RATE_PER_SECOND": _float("NEWSLETTER_RATE_PER_SECOND", 0),
+        "MAIL_SERVER": os.environ.get("MAIL_SERVER", "127.0.0.1"),
+        "MAIL_PORT": _int("MAIL_PORT", 8025),
+        "MAIL_USE_TLS": _bool("MAIL_USE_TLS", False),
+        "MAIL_USE_SSL": _bool("MAIL_USE_SSL", False),
+        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME"),
+        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD"),
+        "MAIL_DEFAULT_SENDER": os.environ.get("MAIL_DEFAULT_SENDER", "Backhaul <noreply@backhaul.local>"),
+        "MAIL_SINK_DIR": os.environ.get("MAIL_SINK_DIR", ""),
+        "PUBLIC_URL": os.environ.get("PUBLIC_URL", "http://127.0.0.1:5000"),
+        "JOB_MEMORY_MB": _int("JOB_MEMORY_MB", 512),
+        "JOB_HEARTBEAT_SECONDS": _float("JOB_HEARTBEAT_SECONDS", 5),
+        "JOB_STALE_SECONDS": _float("JOB_STALE_SECONDS", 20),
+        "RECONCILE_SECONDS": _float("RECONCILE_SECONDS", 10),
+        "RETRY_BASE_SECONDS": _float("RETRY_BASE_SECONDS", 5),
+        "WORKER_MAX_JOBS": _int("WORKER_MAX_JOBS", 500),
+        "RESULT_TTL_SECONDS": _int("RESULT_TTL_SECONDS", 600),
+        "FAILURE_TTL_SECONDS": _int("FAILURE_TTL_SECONDS", 3 * 24 * 3600),
+        "JOB_RETENTION_DAYS": _int("JOB_RETENTION_DAYS", 30),
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
+        "WTF_CSRF_TIME_LIMIT": None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": not development,
+        "DEV_MAILBOX": _bool("DEV_MAILBOX", development),
+    }
+    config.update(overrides or {})
+    return config

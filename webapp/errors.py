@@ -1,0 +1,48 @@
+"""Central error pages: a readable page (or fragment, for HTMX) for every error."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from webapp.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+def _render(code: int, title: str, message: str):
+    """Render the error template, as a fragment for HTMX requests."""
+    template = "errors/_error.html" if request.headers.get("HX-Request") else "errors/error.html"
+    return render_template(template, code=code, title=title, message=message), code
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Install handlers for HTTP errors, CSRF failures, oversized uploads and crashes."""
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):
+        """An upload over the limit gets a friendly page, not a bare 413."""
+        limit_mb = app.config["PHOTO_MAX_MB"]
+        return _render(413, "Upload too large",
+                       f"That upload is too large. Each photo may be up to {limit_mb} MB, "
+                       f"and up to {app.config['PHOTO_MAX_FILES']} photos at once.")
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc: CSRFError):
+        """An expired or missing CSRF token."""
+        return _render(400, "Form expired", "The form expired or was not sent from this site. Reload and try again.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        """Any other HTTP error, with its description."""
+        return _render(exc.code or 500, exc.name, exc.description or "")
+
+    @app.errorhandler(Exception)
+    def crashed(exc: Exception):
+        """An unexpected error: roll back, log it, and show a calm page."""
+        db.session.rollback()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _render(500, "Something went wrong", "The error was logged. Please try again in a moment.")

@@ -1,0 +1,321 @@
+"""Every change of a job's status happens here, and only here.
+
+Each move is one conditional UPDATE (``WHERE status IN (...)``), so two processes
+racing for the same row cannot both win: a duplicate RQ delivery, a reconciler and
+a user's click all go through the same gate. Each move also writes a JobEvent row
+and one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from webapp.extensions import db
+from webapp.kinds import get_kind
+from webapp.models.job import Job, JobEvent, JobStatus, utcnow
+
+log = logging.getLogger("backhaul.jobs")
+
+Q, R, S, F, C = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+# The only moves there are. RUNNING -> QUEUED is a retry after an interruption or
+# a transient error; FAILED/CANCELLED -> QUEUED is a retry asked for by a person.
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    Q: frozenset({R, C}),
+    R: frozenset({S, F, C, Q}),
+    F: frozenset({Q}),
+    C: frozenset({Q}),
+    S: frozenset(),
+}
+
+
+class TransitionError(RuntimeError):
+    """A move that the state machine does not allow."""
+
+
+def _sources(target: JobStatus, among: Iterable[JobStatus]) -> list[str]:
+    """The statuses in ``among`` from which ``target`` may be reached."""
+    sources = [s.value for s in among if target in ALLOWED[s]]
+    if not sources:
+        raise TransitionError(f"no allowed move to {target.value} from {[s.value for s in among]}")
+    return sources
+
+
+def record(job: Job, event: str, detail: str = "", seconds: float | None = None) -> None:
+    """Add a JobEvent for ``job`` to the session and write the matching log line."""
+    db.session.add(
+        JobEvent(job_id=job.id, kind=job.kind, event=event, attempt=job.attempts, seconds=seconds, detail=detail[:500])
+    )
+    log.info(
+        "job %s %s%s",
+        event,
+        job.kind,
+        f": {detail}" if detail else "",
+        extra={
+            "job_id": str(job.id),
+            "kind": job.kind,
+            "queue": job.queue,
+            "attempt": job.attempts,
+            "event": event,
+            "seconds": seconds,
+        },
+    )
+
+
+def _move(job_id: uuid.UUID, target: JobStatus, among: Iterable[JobStatus], *extra_where, **values: Any) -> Job | None:
+    """Move ``job_id`` to ``target`` if it is in one of ``among``; return the row or None."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(_sources(target, among)), *extra_where)
+        .values(status=target.value, updated_at=utcnow(), **values)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    moved = db.session.execute(stmt).scalar_one_or_none()
+    if moved is None:
+        db.session.rollback()
+        return None
+    job = db.session.get(Job, job_id, populate_existing=True)
+    return job
+
+
+def create(
+    kind: str,
+    owner_id: int,
+    params: dict[str, Any],
+    title: str,
+    *,
+    depends_on: Job | None = None,
+    parent: Job | None = None,
+) -> Job:
+    """Add a queued job row for ``kind`` (the caller commits)."""
+    policy = get_kind(kind)
+    job = Job(
+        id=uuid.uuid4(),
+        kind=kind,
+        owner_id=owner_id,
+        queue=policy.queue,
+        title=title[:200],
+        params=params,
+        status=Q.value,
+        message="Queued",
+        max_attempts=policy.max_attempts,
+        depends_on_id=depends_on.id if depends_on else None,
+        parent_id=parent.id if parent else None,
+    )
+    db.session.add(job)
+    db.session.flush()
+    record(job, "submitted", title)
+    return job
+
+
+def start(job_id: uuid.UUID, rq_job_id: str, worker_name: str) -> Job | None:
+    """Claim a queued job for this RQ delivery; None when it is not ours to run.
+
+    The ``rq_job_id`` condition drops stale deliveries: a copy left in Redis after
+    the reconciler re-enqueued the row under a new id never runs.
+    """
+    now = utcnow()
+    job = _move(
+        job_id,
+        R,
+        [Q],
+        Job.rq_job_id == rq_job_id,
+        Job.cancel_requested.is_(False),
+        attempts=Job.attempts + 1,
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None,
+        next_retry_at=None,
+        worker_name=worker_name[:200],
+        message="Starting",
+        error=None,
+    )
+    if job is not None:
+        record(job, "started", f"attempt {job.attempts} of {job.max_attempts} on {worker_name}")
+        db.session.commit()
+    return job
+
+
+def report_progress(job_id: uuid.UUID, done: int, total: int | None, message: str | None = None) -> None:
+    """Write progress (not a status change) and refresh the heartbeat."""
+    values: dict[str, Any] = {"progress_done": done, "progress_total": total, "heartbeat_at": utcnow()}
+    if message is not None:
+        values["message"] = message[:500]
+    db.session.execute(
+        update(Job).where(Job.id == job_id, Job.status == R.value).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def succeed(job_id: uuid.UUID, result: dict[str, Any], message: str) -> Job | None:
+    """Running -> succeeded with its result."""
+    job = _move(job_id, S, [R], result=result, message=message[:500], finished_at=utcnow(), error=None)
+    if job is not None:
+        job.progress_done = job.progress_total or job.progress_done
+        record(job, "succeeded", message, seconds=job.duration_seconds)
+        db.session.commit()
+    return job
+
+
+def fail(job_id: uuid.UUID, error: str) -> Job | None:
+    """Running (or a queued one that cannot run) -> failed with a user-facing message."""
+    job = _move(job_id, F, [R], error=error[:2000], message="Failed", finished_at=utcnow())
+    if job is not None:
+        record(job, "failed", error, seconds=job.duration_seconds)
+        cancel_dependents(job, "skipped: the job it depends on failed")
+        db.session.commit()
+    return job
+
+
+def retry_later(job_id: uuid.UUID, reason: str, delay_seconds: float) -> Job | None:
+    """Running -> queued for another attempt after ``delay_seconds``."""
+    at = utcnow() + timedelta(seconds=delay_seconds)
+    job = _move(job_id, Q, [R], next_retry_at=at, heartbeat_at=None, worker_name=None)
+    if job is not None:
+        job.message = (
+            f"{reason} — retrying (attempt {job.attempts + 1} of {job.max_attempts}) at {at:%H:%M:%S} UTC"
+        )[:500]
+        job.error = reason[:2000]
+        record(job, "retried", reason)
+        db.session.commit()
+    return job
+
+
+def interrupt(job_id: uuid.UUID, reason: str, *, count_attempt: bool = True) -> Job | None:
+    """A running job lost its worker: queue it again, or fail it after its last attempt.
+
+    ``count_attempt=False`` is for a deploy handing the job back: that try was not the job's fault.
+    """
+    job = db.session.get(Job, job_id, populate_existing=True)
+    if job is None or job.status != R.value:
+        return None
+    if job.cancel_requested:
+        return mark_cancelled(job_id, "Cancelled (stopped while running); partial output removed")
+    if count_attempt and job.attempts >= job.max_attempts:
+        return fail(job_id, f"{reason}; gave up after {job.attempts} attempts")
+    attempts = job.attempts if count_attempt else max(0, job.attempts - 1)
+    moved = _move(job_id, Q, [R], heartbeat_at=None, worker_name=None, next_retry_at=None, attempts=attempts)
+    if moved is not None:
+        moved.message = f"{reason} — retrying (attempt {moved.attempts + 1} of {moved.max_attempts})"[:500]
+        moved.error = reason[:2000]
+        record(moved, "interrupted", reason)
+        db.session.commit()
+    return moved
+
+
+def request_cancel(job_id: uuid.UUID) -> Job | None:
+    """Cancel a queued job now, or ask a running one to stop at its next check."""
+    job = _move(job_id, C, [Q], message="Cancelled before it started", finished_at=utcnow(), cancel_requested=True)
+    if job is not None:
+        record(job, "cancelled", "before it started")
+        cancel_dependents(job, "skipped: the job it depends on was cancelled")
+        db.session.commit()
+        return job
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == R.value)
+        .values(cancel_requested=True, message="Cancelling…", updated_at=utcnow())
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    if db.session.execute(stmt).scalar_one_or_none() is None:
+        db.session.rollback()
+        return None
+    job = db.session.get(Job, job_id, populate_existing=True)
+    record(job, "cancel_requested")
+    db.session.commit()
+    return job
+
+
+def mark_cancelled(job_id: uuid.UUID, message: str = "Cancelled") -> Job | None:
+    """Running -> cancelled, once the job has stopped and cleaned up."""
+    job = _move(job_id, C, [R], message=message, finished_at=utcnow())
+    if job is not None:
+        record(job, "cancelled", message, seconds=job.duration_seconds)
+        cancel_dependents(job, "skipped: the job it depends on was cancelled")
+        db.session.commit()
+    return job
+
+
+def requeue(job_id: uuid.UUID) -> Job | None:
+    """Failed or cancelled -> queued again, on a person's request (a fresh set of attempts)."""
+    job = _move(
+        job_id,
+        Q,
+        [F, C],
+        attempts=0,
+        error=None,
+        result=None,
+        message="Queued (retry)",
+        cancel_requested=False,
+        progress_done=0,
+        progress_total=None,
+        started_at=None,
+        finished_at=None,
+        next_retry_at=None,
+        announced_at=None,
+    )
+    if job is not None:
+        record(job, "requeued", "retry requested")
+        db.session.commit()
+    return job
+
+
+def cancel_dependents(job: Job, reason: str) -> None:
+    """Cancel the queued jobs that were waiting for ``job`` (the caller commits)."""
+    waiting = db.session.scalars(
+        select(Job).where(
+            or_(Job.depends_on_id == job.id, Job.parent_id == job.id), Job.status == Q.value
+        )
+    ).all()
+    for child in waiting:
+        child.status = C.value
+        child.message = reason
+        child.error = reason
+        child.finished_at = utcnow()
+        child.cancel_requested = True
+        record(child, "cancelled", reason)
+
+
+def assign_rq_job(job_id: uuid.UUID) -> str:
+    """Give the row a fresh RQ job id for its next delivery; older deliveries become stale."""
+    runs = db.session.execute(
+        update(Job).where(Job.id == job_id).values(runs=Job.runs + 1).returning(Job.runs)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    rq_job_id = f"{job_id}_{runs}"
+    db.session.execute(
+        update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return rq_job_id
+
+
+def note_handed_to_queue(job_id: uuid.UUID, rq_job_id: str, ok: bool) -> None:
+    """Record whether Redis took the delivery; a row Redis did not take waits for the reconciler."""
+    values: dict[str, Any] = {"enqueued_at": utcnow()} if ok else {
+        "message": "Waiting for the queue — it will start as soon as the queue is reachable again"
+    }
+    db.session.execute(
+        update(Job).where(Job.id == job_id, Job.rq_job_id == rq_job_id, Job.status == Q.value).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def heartbeat(job_id: uuid.UUID) -> None:
+    """Say that the process running this job is alive."""
+    db.session.execute(
+        update(Job).where(Job.id == job_id, Job.status == R.value).values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()

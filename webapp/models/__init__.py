@@ -1,0 +1,23 @@
+"""The database models; import them from here."""
+
+from webapp.models.job import Job, JobEvent, JobStatus
+from webapp.models.newsletter import Delivery, DeliveryStatus, Newsletter, Subscriber
+from webapp.models.order import Customer, Order
+from webapp.models.photo import Photo
+from webapp.models.stored_file import StoredFile
+from webapp.models.user import User
+
+__all__ = [
+    "Customer",
+    "Delivery",
+    "DeliveryStatus",
+    "Job",
+    "JobEvent",
+    "JobStatus",
+    "Newsletter",
+    "Order",
+    "Photo",
+    "StoredFile",
+    "Subscriber",
+    "User",
+]

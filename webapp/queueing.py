@@ -1,0 +1,132 @@
+"""The bridge from job rows to RQ: connections, queues, enqueue and cancel.
+
+Job arguments are the row id only, serialised as JSON. Redis may be away at any
+moment; nothing here lets that become a 500 — the row stays queued and the
+reconciler hands it over once Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import uuid
+from functools import lru_cache
+
+from flask import current_app
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
+
+from webapp import jobstate
+from webapp.extensions import db
+from webapp.kinds import QUEUES, get_kind
+from webapp.models.job import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=32)
+def _redis_for(url: str, pid: int, thread: int) -> Redis:
+    """One client per URL, process and thread; short timeouts so pages never hang on Redis.
+
+    Per thread because a worker's reconciler thread must never hold a pool lock
+    that a forked work horse would inherit.
+    """
+    options: dict = {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30}
+    if url.startswith("rediss://"):
+        # Heroku Redis presents a self-signed certificate.
+        options["ssl_cert_reqs"] = None
+    return Redis.from_url(url, **options)
+
+
+def redis_conn() -> Redis:
+    """The Redis client for the current app."""
+    return _redis_for(current_app.config["REDIS_URL"], os.getpid(), threading.get_ident())
+
+
+def get_queue(name: str) -> Queue:
+    """The RQ queue ``name``, speaking JSON."""
+    if name not in QUEUES:
+        raise KeyError(f"unknown queue {name!r}")
+    return Queue(name, connection=redis_conn(), serializer=JSONSerializer)
+
+
+def retry_intervals(attempts_left: int) -> list[int]:
+    """Exponential backoff with jitter for ``attempts_left`` more tries, in whole seconds."""
+    base = float(current_app.config["RETRY_BASE_SECONDS"])
+    return [max(1, round(base * 2**i * random.uniform(0.5, 1.5))) for i in range(attempts_left)]
+
+
+def submit(kind: str, owner_id: int, params: dict, title: str, *, depends_on: Job | None = None,
+           parent: Job | None = None) -> Job:
+    """Create the row, commit it, then hand it to Redis (the order matters: a fast worker must find the row)."""
+    job = jobstate.create(kind, owner_id, params, title, depends_on=depends_on, parent=parent)
+    db.session.commit()
+    enqueue(job)
+    return job
+
+
+def enqueue(job: Job) -> bool:
+    """Hand ``job`` to its RQ queue under a fresh RQ job id; False when Redis is unreachable."""
+    policy = get_kind(job.kind)
+    rq_job_id = jobstate.assign_rq_job(job.id)
+    attempts_left = max(0, job.max_attempts - job.attempts - 1)
+    options = {
+        "job_id": rq_job_id,
+        "job_timeout": policy.timeout,
+        "result_ttl": current_app.config["RESULT_TTL_SECONDS"],
+        "failure_ttl": current_app.config["FAILURE_TTL_SECONDS"],
+        "description": f"{policy.label}: {job.title}"[:200],
+        "meta": {"kind": job.kind, "owner_id": job.owner_id},
+    }
+    if attempts_left:
+        options["retry"] = Retry(max=attempts_left, interval=retry_intervals(attempts_left))
+    parent = job.depends_on
+    try:
+        if parent is not None and parent.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            options["depends_on"] = parent.rq_job_id
+        get_queue(policy.queue).enqueue(policy.func, str(job.id), **options)
+    except RedisError as exc:
+        log.warning("job %s not handed to Redis (%s); the reconciler will retry", job.id, exc)
+        jobstate.note_handed_to_queue(job.id, rq_job_id, ok=False)
+        return False
+    jobstate.note_handed_to_queue(job.id, rq_job_id, ok=True)
+    return True
+
+
+def cancel(job_id: uuid.UUID) -> Job | None:
+    """Cancel a job: a queued one never starts, a running one stops at its next check."""
+    job = jobstate.request_cancel(job_id)
+    if job is not None and job.status == JobStatus.CANCELLED.value and job.rq_job_id:
+        try:
+            RQJob.fetch(job.rq_job_id, connection=redis_conn(), serializer=JSONSerializer).cancel()
+        except (RedisError, NoSuchJobError, InvalidJobOperation) as exc:
+            # The row already says cancelled; the runtime refuses to start it anyway.
+            log.info("RQ job %s not cancelled in Redis: %s", job.rq_job_id, exc)
+    return job
+
+
+def stop_running(job: Job) -> bool:
+    """Stop a running job's work process now (used after the cancel grace period)."""
+    if not job.rq_job_id:
+        return False
+    try:
+        send_stop_job_command(redis_conn(), job.rq_job_id, serializer=JSONSerializer)
+    except (RedisError, InvalidJobOperation, NoSuchJobError) as exc:
+        log.info("could not stop RQ job %s: %s", job.rq_job_id, exc)
+        return False
+    return True
+
+
+def retry(job_id: uuid.UUID) -> Job | None:
+    """Queue a failed or cancelled job again with a fresh set of attempts."""
+    job = jobstate.requeue(job_id)
+    if job is not None:
+        enqueue(job)
+    return job

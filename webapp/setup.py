@@ -1,0 +1,63 @@
+"""Binding extensions and blueprints to the app (called by create_app)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from webapp.extensions import csrf, db, login_manager, mail, migrate
+
+
+def register_extensions(app: Flask) -> None:
+    """Initialise database, migrations, login, CSRF and mail."""
+    from webapp import models
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", "migrations")))
+    csrf.init_app(app)
+    mail.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.login_message_category = "info"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> models.User | None:
+        """The logged-in user for this request."""
+        return db.session.get(models.User, int(user_id))
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount one blueprint per feature, plus rq-dashboard at /rq."""
+    from webapp.views import auth, exports, files, health, jobs, rqdash
+
+    for module in (auth, jobs, files, exports, health):
+        app.register_blueprint(module.bp)
+    rqdash.mount(app)
+    app.context_processor(lambda: {"nav_items": nav_items})
+
+
+# (label, endpoint, admin only); entries whose blueprint is not registered are left out.
+NAV = (
+    ("Jobs", "jobs.index", False),
+    ("Exports", "exports.new", False),
+    ("Photos", "photos.index", False),
+    ("Reports", "reports.new", False),
+    ("Newsletters", "newsletters.index", False),
+    ("Operations", "ops.index", True),
+)
+
+
+def nav_items() -> list[dict]:
+    """The main navigation for the current user, with the current section marked."""
+    from flask import current_app, request, url_for
+    from flask_login import current_user
+
+    items = []
+    section = (request.endpoint or "").split(".", 1)[0]
+    for label, endpoint, admin_only in NAV:
+        if endpoint not in current_app.view_functions or (admin_only and not current_user.is_admin):
+            continue
+        items.append({"label": label, "url": url_for(endpoint), "active": endpoint.split(".")[0] == section})
+    if current_user.is_admin:
+        items.append({"label": "Queues", "url": "/rq/", "active": section == "rq_dashboard"})
+    return items

@@ -1,0 +1,61 @@
+"""Export orders to CSV: a form that submits a job and shows its page at once."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from flask import Blueprint, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, ValidationError
+
+from webapp import queueing
+from webapp.models.order import ORDER_STATUSES
+
+bp = Blueprint("exports", __name__, url_prefix="/exports")
+
+MAX_RANGE_DAYS = 3660
+
+
+class ExportForm(FlaskForm):
+    """Date range (inclusive) and an optional status."""
+
+    date_from = DateField("From", validators=[InputRequired(message="Choose a start date (YYYY-MM-DD).")])
+    date_to = DateField("To", validators=[InputRequired(message="Choose an end date (YYYY-MM-DD).")])
+    status = SelectField(
+        "Status",
+        choices=[SelectChoice("", "Any status")] + [SelectChoice(s, s.capitalize()) for s in ORDER_STATUSES],
+    )
+
+    def validate_date_to(self, field: DateField) -> None:
+        """The range must run forwards and not span more than ten years."""
+        if self.date_from.data and field.data:
+            if field.data < self.date_from.data:
+                raise ValidationError("The end date is before the start date.")
+            if (field.data - self.date_from.data).days > MAX_RANGE_DAYS:
+                raise ValidationError("Choose a range of at most ten years.")
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new():
+    """Show the export form; on a valid POST, queue the export and go to its job page."""
+    form = ExportForm()
+    if not form.is_submitted():
+        today = date.today()
+        form.date_from.data = today - timedelta(days=30)
+        form.date_to.data = today
+    if form.validate_on_submit():
+        params = {
+            "date_from": form.date_from.data.isoformat(),
+            "date_to": form.date_to.data.isoformat(),
+            "status": form.status.data or None,
+        }
+        title = f"Orders {params['date_from']} to {params['date_to']}" + (
+            f" ({params['status']})" if params["status"] else ""
+        )
+        job = queueing.submit("export_orders", current_user.id, params, title)
+        return redirect(url_for("jobs.show", job_id=job.id), code=303)
+    return render_template("exports/new.html", form=form), (400 if form.errors else 200)

@@ -1,0 +1,140 @@
+"""The job list, job pages, the polled status partial, cancel, retry and announcements."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select, update
+
+from webapp import queueing
+from webapp.access import job_or_404, visible
+from webapp.extensions import db
+from webapp.kinds import KINDS
+from webapp.models import Job, JobStatus
+from webapp.models.job import TERMINAL, utcnow
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+PAGE_SIZE = 50
+# htmx stops polling when the answer has this status code.
+STOP_POLLING = 286
+
+
+def _wants_json() -> bool:
+    """True when the client asked for JSON rather than a page."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+@bp.get("/")
+@login_required
+def index():
+    """My jobs (everyone's for an admin), newest first, filterable by kind and status."""
+    kind = request.args.get("kind", "")
+    status = request.args.get("status", "")
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    stmt = visible(select(Job), Job.owner_id).where(Job.parent_id.is_(None))
+    if kind in KINDS:
+        stmt = stmt.where(Job.kind == kind)
+    if status in {s.value for s in JobStatus}:
+        stmt = stmt.where(Job.status == status)
+    rows = db.session.scalars(
+        stmt.order_by(Job.created_at.desc()).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
+    ).all()
+    template = "jobs/_table.html" if request.headers.get("HX-Request") else "jobs/index.html"
+    return render_template(
+        template, jobs=rows[:PAGE_SIZE], has_more=len(rows) > PAGE_SIZE, page=page,
+        kind=kind, status=status, kinds=KINDS, statuses=[s.value for s in JobStatus],
+    )
+
+
+@bp.get("/<uuid:job_id>")
+@login_required
+def show(job_id: uuid.UUID):
+    """The job page (or the row as JSON for ``Accept: application/json``)."""
+    job = job_or_404(job_id)
+    if _wants_json():
+        return jsonify(job.to_dict())
+    if request.headers.get("HX-Request"):
+        return status(job_id)
+    return render_template("jobs/show.html", job=job, steps=_steps(job))
+
+
+@bp.get("/<uuid:job_id>/status")
+@login_required
+def status(job_id: uuid.UUID):
+    """The partial that the job page polls; answers 286 once the job is finished."""
+    job = job_or_404(job_id)
+    steps = _steps(job)
+    body = render_template("jobs/_status.html", job=job, steps=steps)
+    live = any(not step.is_terminal for step in steps)
+    if not live and job.owner_id == current_user.id and job.announced_at is None:
+        # The owner watched it finish here: no toast for it elsewhere.
+        job.announced_at = utcnow()
+        db.session.commit()
+    return body, (200 if live else STOP_POLLING)
+
+
+def _steps(job: Job) -> list[Job]:
+    """The job and the jobs that follow it (a report and its e-mail), as one unit."""
+    followers = db.session.scalars(
+        select(Job).where(Job.depends_on_id == job.id).order_by(Job.created_at)
+    ).all()
+    return [job, *followers]
+
+
+@bp.post("/<uuid:job_id>/cancel")
+@login_required
+def cancel(job_id: uuid.UUID):
+    """Cancel a queued or running job."""
+    job = job_or_404(job_id)
+    if queueing.cancel(job.id) is None:
+        flash("That job has already finished.", "warning")
+    else:
+        flash("Cancelled." if job.status == JobStatus.CANCELLED.value else "Cancelling…", "info")
+    return _back_to(job)
+
+
+@bp.post("/<uuid:job_id>/retry")
+@login_required
+def retry(job_id: uuid.UUID):
+    """Queue a failed or cancelled job again."""
+    job = job_or_404(job_id)
+    if queueing.retry(job.id) is None:
+        flash("Only a failed or cancelled job can be retried.", "warning")
+    else:
+        flash("Queued again.", "success")
+    return _back_to(job)
+
+
+def _back_to(job: Job):
+    """After an action: the fresh status partial for HTMX, else the job page."""
+    if request.headers.get("HX-Request"):
+        db.session.expire_all()
+        return status(job.id)
+    return redirect(url_for("jobs.show", job_id=job.id), code=303)
+
+
+@bp.get("/announcements")
+@login_required
+def announcements():
+    """Toasts for my jobs that finished since I last heard; each is announced once."""
+    finished = db.session.scalars(
+        select(Job).where(
+            Job.owner_id == current_user.id,
+            Job.parent_id.is_(None),
+            Job.status.in_([s.value for s in TERMINAL]),
+            Job.announced_at.is_(None),
+            Job.finished_at > utcnow() - timedelta(hours=1),
+        ).order_by(Job.finished_at).limit(5)
+    ).all()
+    if finished:
+        db.session.execute(
+            update(Job).where(Job.id.in_([j.id for j in finished])).values(announced_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+    return render_template("jobs/_announcements.html", jobs=finished)

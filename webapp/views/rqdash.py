@@ -1,0 +1,58 @@
+"""rq-dashboard at /rq, behind our own admin login.
+
+rq-dashboard has no authentication and its POST endpoints (delete, requeue, empty)
+carry no CSRF token, so every one of its requests is checked here: logged in,
+admin, and for anything but GET a same-origin Origin/Referer.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import rq_dashboard
+from flask import Flask, abort, current_app, redirect, render_template, request, url_for
+from flask_login import current_user
+from redis.exceptions import RedisError
+from rq.serializers import JSONSerializer
+
+from webapp.extensions import csrf
+
+
+def _same_origin() -> bool:
+    """True when the request's Origin (or Referer) is this host."""
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if not source:
+        return False
+    return urlsplit(source).netloc == request.host
+
+
+def guard_dashboard():
+    """Admins only; state-changing requests must come from our own pages."""
+    if not current_user.is_authenticated:
+        return redirect(url_for("auth.login", next=request.full_path))
+    if not current_user.is_admin:
+        abort(403, "rq-dashboard is for administrators.")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin():
+        abort(403, "Cross-site request refused.")
+    try:
+        current_app.redis_conn.ping()
+    except RedisError:
+        return render_template(
+            "errors/error.html", code=503, title="Queue unreachable",
+            message="Redis is not reachable right now, so the queue dashboard cannot load. Jobs are safe in the "
+            "database and will be handed over when it is back.",
+        ), 503
+    return None
+
+
+def mount(app: Flask) -> None:
+    """Register rq-dashboard at /rq with our JSON serializer and guard."""
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
+    rq_dashboard.web.config.serializer = JSONSerializer
+    rq_dashboard.web.setup_rq_connection(app)
+    blueprint = rq_dashboard.blueprint
+    if guard_dashboard not in blueprint.before_request_funcs.get(None, []):
+        # before_request funcs run in order; ours must come before rq-dashboard's own.
+        blueprint.before_request_funcs.setdefault(None, []).insert(0, guard_dashboard)
+    csrf.exempt(blueprint)
+    app.register_blueprint(blueprint, url_prefix="/rq")

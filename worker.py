@@ -1,0 +1,115 @@
+"""Start a Backhaul worker: ``python worker.py [queue ...] [--burst] [--max-jobs N]``.
+
+With no queue names it serves every queue in priority order (fast, default, cpu).
+The app is built once, job modules are imported before forking (so each work
+horse does not import them again), the process lowers its CPU priority so pages
+stay fast while it works, and after --max-jobs jobs it re-executes itself to hand
+any memory it grew back to the system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import socket
+import sys
+import uuid
+
+from redis import Redis
+from rq.serializers import JSONSerializer
+
+from jobs.worker import BackhaulWorker, ReconcilerThread
+from webapp import create_app
+from webapp.kinds import KINDS, QUEUES
+from webapp.queueing import get_queue
+
+log = logging.getLogger("backhaul.worker")
+
+
+def lower_priority() -> str:
+    """Make this process yield the CPU to the web process; returns what was done.
+
+    ``nice`` alone only works against processes in the same session: the kernel's
+    autogroup scheduler shares CPU between sessions first. A worker that leads its
+    own session (a separate service, setsid) lowers its whole autogroup instead.
+    """
+    done = []
+    try:
+        os.nice(19 - os.nice(0))
+        done.append("nice 19")
+    except OSError as exc:
+        done.append(f"nice failed: {exc}")
+    if os.getsid(0) == os.getpid():
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write("19")
+            done.append("autogroup nice 19")
+        except OSError as exc:
+            done.append(f"autogroup not changed: {exc}")
+    return ", ".join(done)
+
+
+def preload_job_modules() -> None:
+    """Import every job module now, so forked work horses start warm."""
+    for kind in KINDS.values():
+        module_name = kind.func.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            log.warning("job module %s is not installed; %s jobs will fail", module_name, kind.name)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("queues", nargs="*", help=f"queues to serve, in priority order (default: {' '.join(QUEUES)})")
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--max-jobs", type=int, default=None, help="recycle after this many jobs")
+    parser.add_argument("--no-reconciler", action="store_true", help="do not run the reconciler thread")
+    parser.add_argument("--no-nice", action="store_true", help="keep normal CPU priority")
+    parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the app and run one worker until stopped."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    app = create_app()
+    queue_names = args.queues or list(QUEUES)
+    unknown = [name for name in queue_names if name not in QUEUES]
+    if unknown:
+        print(f"unknown queue(s): {', '.join(unknown)}; choose from {', '.join(QUEUES)}", file=sys.stderr)
+        return 2
+    max_jobs = args.max_jobs if args.max_jobs is not None else app.config["WORKER_MAX_JOBS"]
+    priority = "unchanged" if args.no_nice else lower_priority()
+    preload_job_modules()
+    with app.app_context():
+        queues = [get_queue(name) for name in queue_names]
+        connection = Redis.from_url(app.config["REDIS_URL"])
+        name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        worker = BackhaulWorker(
+            queues, connection=connection, serializer=JSONSerializer, name=name, app=app,
+            default_result_ttl=app.config["RESULT_TTL_SECONDS"], job_monitoring_interval=5,
+        )
+        log.info("worker %s serving %s (%s)", name, ", ".join(queue_names), priority)
+        reconciler = None
+        if not args.no_reconciler:
+            reconciler = ReconcilerThread(app, app.config["RECONCILE_SECONDS"])
+            reconciler.start()
+        worker.work(burst=args.burst, max_jobs=max_jobs, with_scheduler=True,
+                    logging_level=app.config.get("WORKER_LOG_LEVEL", "INFO"))
+        stopped = worker._stop_requested or args.burst
+    if not stopped and max_jobs and worker.successful_job_count + worker.failed_job_count >= max_jobs:
+        log.info("worker %s recycling after %s jobs", name, max_jobs)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
