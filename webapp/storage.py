@@ -100,9 +100,13 @@ class PostgresBackend:
 
     name = "postgres"
 
+    def __init__(self, engine) -> None:
+        # Bound now: a streamed download reads after the request's app context is gone.
+        self.engine = engine
+
     def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
         """Write ``stream`` into a new large object inside one transaction."""
-        conn = db.engine.raw_connection()
+        conn = self.engine.raw_connection()
         try:
             lob = conn.lobject(0, "wb")
             size = 0
@@ -128,7 +132,7 @@ class PostgresBackend:
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         """Yield the large object's bytes in chunks, holding one connection while streaming."""
-        conn = db.engine.raw_connection()
+        conn = self.engine.raw_connection()
         try:
             lob = conn.lobject(int(key), "rb")
             while chunk := lob.read(CHUNK):
@@ -141,7 +145,7 @@ class PostgresBackend:
 
     def delete(self, key: str) -> None:
         """Unlink the large object; a missing one is not an error."""
-        conn = db.engine.raw_connection()
+        conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
             cur.execute(
@@ -158,7 +162,7 @@ def backend(name: str | None = None) -> Backend:
     if name == "local":
         return LocalBackend(current_app.config["STORAGE_DIR"])
     if name == "postgres":
-        return PostgresBackend()
+        return PostgresBackend(db.engine)
     raise ValueError(f"STORAGE_BACKEND must be 'local' or 'postgres', got {name!r}")
 
 

@@ -18,6 +18,10 @@ from rq.serializers import JSONSerializer
 from webapp.extensions import csrf
 
 
+# rq-dashboard endpoints that change state even on GET.
+STATE_CHANGING_GETS = {"rq_dashboard.requeue_all"}
+
+
 def _same_origin() -> bool:
     """True when the request's Origin (or Referer) is this host."""
     source = request.headers.get("Origin") or request.headers.get("Referer")
@@ -32,7 +36,8 @@ def guard_dashboard():
         return redirect(url_for("auth.login", next=request.full_path))
     if not current_user.is_admin:
         abort(403, "rq-dashboard is for administrators.")
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin():
+    changes_state = request.method not in ("GET", "HEAD", "OPTIONS") or request.endpoint in STATE_CHANGING_GETS
+    if changes_state and not _same_origin():
         abort(403, "Cross-site request refused.")
     try:
         current_app.redis_conn.ping()
