@@ -292,3 +292,28 @@ def wait_for(predicate, timeout: float = 30, every: float = 0.2, message: str = 
             return value
         time.sleep(every)
     pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Debian Chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, FLAGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh browser tab with its own cookies, desktop-sized."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    tab = context.new_page()
+    tab.set_default_timeout(20_000)
+    yield tab
+    context.close()

@@ -128,7 +128,7 @@ def load_config(overrides: dict | None = None) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": not development,
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", not development),
         "DEV_MAILBOX": _bool("DEV_MAILBOX", development),
     }
     config.update(overrides or {})
