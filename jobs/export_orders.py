@@ -9,7 +9,7 @@ prefixed with a quote, in SQL, so COPY keeps its speed.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from jobs.runtime import JobContext, job_entry
 from webapp import storage
@@ -29,8 +29,8 @@ def _safe(column: str) -> str:
 
 def _where(params: dict) -> tuple[str, dict]:
     """The WHERE clause and its parameters for the export's filters."""
-    start = datetime.combine(date.fromisoformat(params["date_from"]), time.min, tzinfo=timezone.utc)
-    end = datetime.combine(date.fromisoformat(params["date_to"]) + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    start = datetime.combine(date.fromisoformat(params["date_from"]), time.min, tzinfo=UTC)
+    end = datetime.combine(date.fromisoformat(params["date_to"]) + timedelta(days=1), time.min, tzinfo=UTC)
     clause = "o.created_at >= %(start)s AND o.created_at < %(end)s"
     values = {"start": start, "end": end}
     if params.get("status"):

@@ -8,6 +8,7 @@ start see the same ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -49,6 +50,9 @@ def test_env(tmp_path_factory) -> dict[str, str]:
         "STORAGE_DIR": str(base / "storage"),
         "SCRATCH_DIR": str(base / "scratch"),
         "MAIL_SINK_DIR": str(base / "mail"),
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": str(_free_port()),
+        "PUBLIC_URL": "http://backhaul.test",
         "RETRY_BASE_SECONDS": "1",
         "JOB_HEARTBEAT_SECONDS": "1",
         "JOB_STALE_SECONDS": "4",
@@ -75,6 +79,27 @@ def database(test_env) -> str:
     )
     assert result.returncode == 0, result.stderr
     return test_env["DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def smtp_server(test_env):
+    """A real SMTP server (aiosmtpd) on the port the app and its workers send to."""
+    from scripts.mail_sink import MailSink
+
+    sink = MailSink(port=int(test_env["MAIL_PORT"]), folder=test_env["MAIL_SINK_DIR"]).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server):
+    """The SMTP server, emptied and accepting everyone, for one test."""
+    with smtp_server.handler.lock:
+        smtp_server.handler.messages.clear()
+        smtp_server.handler.envelopes.clear()
+    smtp_server.handler.refuse.clear()
+    smtp_server.handler.delay = 0
+    return smtp_server
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +183,12 @@ class Browserless:
         """POST with the CSRF token a real form would carry."""
         data = dict(data or {})
         data.setdefault("csrf_token", self.token(form_page or "/jobs/"))
-        return self.client.post(path, data=data, **kwargs)
+        response = self.client.post(path, data=data, **kwargs)
+        # Werkzeug's test client only closes the spooled request body when it follows
+        # redirects; close it here so large uploads leave no open temporary file.
+        response.get_data()
+        response.request.input_stream.close()
+        return response
 
     def __getattr__(self, name):
         return getattr(self.client, name)
@@ -215,7 +245,7 @@ class Process:
 
     def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
         self.log_path = log
-        self.log = open(log, "wb")
+        self.log = open(log, "wb")  # noqa: SIM115 - open for the life of the process
         self.proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -227,10 +257,8 @@ class Process:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         """Signal the process group and wait for it to end."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -21,7 +21,7 @@ def add_orders(app, rows: list[tuple[str, str, str, int, str]]) -> None:
             db.session.execute(
                 text("INSERT INTO orders (id, customer_id, created_at, status, items, total, currency) "
                      "VALUES (:id, :id, :at, :status, :items, :total, 'EUR')"),
-                {"id": i, "at": datetime.fromisoformat(at).replace(tzinfo=timezone.utc), "status": status,
+                {"id": i, "at": datetime.fromisoformat(at).replace(tzinfo=UTC), "status": status,
                  "items": items, "total": Decimal(total)},
             )
         db.session.commit()

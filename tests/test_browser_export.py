@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_export_from_form_to_downloaded_csv(app, users, live_server, start_worke
         link.click()
     download = download_info.value
     assert download.suggested_filename.startswith("orders_2020-01-01_2029-12-31")
-    rows = list(csv.reader(io.StringIO(open(download.path(), encoding="utf-8-sig").read())))
+    rows = list(csv.reader(io.StringIO(Path(download.path()).read_text(encoding="utf-8-sig"))))
     assert rows[0][:3] == ["order_id", "created_at", "status"]
     assert len(rows) == 5_001
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -253,7 +253,6 @@ def requeue(job_id: uuid.UUID) -> Job | None:
         [F, C],
         attempts=0,
         error=None,
-        result=None,
         message="Queued (retry)",
         cancel_requested=False,
         progress_done=0,
@@ -307,6 +306,15 @@ def note_handed_to_queue(job_id: uuid.UUID, rq_job_id: str, ok: bool) -> None:
     }
     db.session.execute(
         update(Job).where(Job.id == job_id, Job.rq_job_id == rq_job_id, Job.status == Q.value).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def save_partial_result(job_id: uuid.UUID, partial: dict[str, Any]) -> None:
+    """Save what a running job has done so far (e.g. who was already e-mailed), so a retry skips it."""
+    db.session.execute(
+        update(Job).where(Job.id == job_id, Job.status == R.value).values(result=partial)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()

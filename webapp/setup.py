@@ -28,10 +28,24 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount one blueprint per feature, plus rq-dashboard at /rq."""
-    from webapp.views import auth, exports, files, health, jobs, rqdash
+    from webapp.views import (
+        auth,
+        devmail,
+        exports,
+        files,
+        health,
+        jobs,
+        newsletters,
+        photos,
+        reports,
+        rqdash,
+        subscribers,
+    )
 
-    for module in (auth, jobs, files, exports, health):
+    for module in (auth, jobs, files, exports, photos, reports, newsletters, subscribers, health):
         app.register_blueprint(module.bp)
+    if app.config["DEV_MAILBOX"]:
+        app.register_blueprint(devmail.bp)
     rqdash.mount(app)
     app.context_processor(lambda: {"nav_items": nav_items})
 

@@ -25,7 +25,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """Where a job is in its life; see ``webapp.jobstate`` for the allowed moves."""
 
     QUEUED = "queued"

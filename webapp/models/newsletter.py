@@ -44,7 +44,7 @@ class Newsletter(db.Model):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class DeliveryStatus(str, enum.Enum):
+class DeliveryStatus(enum.StrEnum):
     """What happened to one newsletter for one subscriber."""
 
     PENDING = "pending"

@@ -17,7 +17,6 @@ from rq.serializers import JSONSerializer
 
 from webapp.extensions import csrf
 
-
 # rq-dashboard endpoints that change state even on GET.
 STATE_CHANGING_GETS = {"rq_dashboard.requeue_all"}
 

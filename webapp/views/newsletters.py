@@ -1,0 +1,151 @@
+"""Newsletters: compose, preview, send a test, send to everyone, watch the send, read the report."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import func, select
+from wtforms import SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, Length
+
+from webapp import queueing
+from webapp.access import visible
+from webapp.extensions import db
+from webapp.models import Delivery, Newsletter, Subscriber
+from webapp.models.job import TERMINAL
+from webapp.newsletter_content import render_body
+from webapp.newsletter_stats import send_stats
+from webapp.views.jobs import STOP_POLLING
+
+bp = Blueprint("newsletters", __name__, url_prefix="/newsletters")
+
+REPORT_PAGE = 100
+
+
+class NewsletterForm(FlaskForm):
+    """Subject and body."""
+
+    subject = StringField("Subject", validators=[InputRequired(message="Write a subject."), Length(max=200)])
+    body_format = SelectField("Format", choices=[SelectChoice("markdown", "Markdown"),
+                                                 SelectChoice("text", "Plain text")])
+    body = TextAreaField("Body", validators=[InputRequired(message="Write the message."), Length(max=100_000)])
+
+
+def newsletter_or_404(newsletter_id: int) -> Newsletter:
+    """The newsletter if the current user may see it; 404 otherwise."""
+    newsletter = db.session.get(Newsletter, newsletter_id)
+    if newsletter is None or not current_user.can_see(newsletter.owner_id):
+        abort(404, "No such newsletter.")
+    return newsletter
+
+
+@bp.get("/")
+@login_required
+def index():
+    """My newsletters and the subscriber count."""
+    newsletters = db.session.scalars(
+        visible(select(Newsletter), Newsletter.owner_id).order_by(Newsletter.created_at.desc()).limit(100)
+    ).all()
+    active = db.session.scalar(select(func.count()).select_from(Subscriber).where(Subscriber.active))
+    return render_template("newsletters/index.html", newsletters=newsletters, active=active,
+                           stats={n.id: send_stats(n) for n in newsletters})
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new():
+    """Compose a newsletter; it is saved as a draft to preview before sending."""
+    form = NewsletterForm()
+    if not form.is_submitted():
+        form.body.data = "Hello {{ name }},\n\nOur spring collection is here.\n\n— The team"
+    if form.validate_on_submit():
+        newsletter = Newsletter(owner_id=current_user.id, subject=form.subject.data.strip(), body=form.body.data,
+                                body_format=form.body_format.data)
+        db.session.add(newsletter)
+        db.session.commit()
+        return redirect(url_for("newsletters.show", newsletter_id=newsletter.id), code=303)
+    return render_template("newsletters/new.html", form=form), (400 if form.errors else 200)
+
+
+@bp.get("/<int:newsletter_id>")
+@login_required
+def show(newsletter_id: int):
+    """Preview, test, send, and the live state of the send."""
+    newsletter = newsletter_or_404(newsletter_id)
+    html, _text = render_body(newsletter.body, newsletter.body_format)
+    active = db.session.scalar(select(func.count()).select_from(Subscriber).where(Subscriber.active))
+    return render_template("newsletters/show.html", newsletter=newsletter, preview_html=html, active=active,
+                           stats=send_stats(newsletter))
+
+
+@bp.get("/<int:newsletter_id>/progress")
+@login_required
+def progress(newsletter_id: int):
+    """The polled send-progress partial (286 once nothing more will change)."""
+    newsletter = newsletter_or_404(newsletter_id)
+    stats = send_stats(newsletter)
+    body = render_template("newsletters/_progress.html", newsletter=newsletter, stats=stats)
+    return body, (200 if stats.is_live else STOP_POLLING)
+
+
+@bp.post("/<int:newsletter_id>/test")
+@login_required
+def send_test(newsletter_id: int):
+    """Send the newsletter to me, as a test."""
+    newsletter = newsletter_or_404(newsletter_id)
+    job = queueing.submit("newsletter_test", current_user.id, {"newsletter_id": newsletter.id},
+                          f"Test of “{newsletter.subject[:120]}”")
+    flash(f"Sending a test to {current_user.email}.", "info")
+    return redirect(url_for("jobs.show", job_id=job.id), code=303)
+
+
+@bp.post("/<int:newsletter_id>/send")
+@login_required
+def send(newsletter_id: int):
+    """Send to every active subscriber, once."""
+    newsletter = newsletter_or_404(newsletter_id)
+    if newsletter.send_job_id is not None:
+        flash("This newsletter has already been sent (or is sending).", "warning")
+        return redirect(url_for("newsletters.show", newsletter_id=newsletter.id), code=303)
+    job = queueing.submit("send_newsletter", current_user.id, {"newsletter_id": newsletter.id},
+                          f"Newsletter “{newsletter.subject[:120]}”")
+    newsletter.send_job_id = job.id
+    db.session.commit()
+    flash("Sending started.", "success")
+    return redirect(url_for("newsletters.show", newsletter_id=newsletter.id), code=303)
+
+
+@bp.post("/<int:newsletter_id>/cancel")
+@login_required
+def cancel(newsletter_id: int):
+    """Stop the send: queued batches never start, running ones stop at their next message."""
+    newsletter = newsletter_or_404(newsletter_id)
+    from webapp.models import Job
+
+    live = db.session.scalars(
+        select(Job.id).where(
+            (Job.parent_id == newsletter.send_job_id) | (Job.id == newsletter.send_job_id),
+            Job.status.not_in([s.value for s in TERMINAL]),
+        )
+    ).all() if newsletter.send_job_id else []
+    for job_id in live:
+        queueing.cancel(job_id)
+    flash("Stopping the send; what was sent stays recorded." if live else "Nothing is sending.", "info")
+    return redirect(url_for("newsletters.show", newsletter_id=newsletter.id), code=303)
+
+
+@bp.get("/<int:newsletter_id>/report")
+@login_required
+def report(newsletter_id: int):
+    """The delivery report: counts, and each failed address with its SMTP error."""
+    newsletter = newsletter_or_404(newsletter_id)
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    failed = db.session.execute(
+        select(Subscriber.email, Delivery.error).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.newsletter_id == newsletter.id, Delivery.status == "failed")
+        .order_by(Subscriber.email).offset((page - 1) * REPORT_PAGE).limit(REPORT_PAGE + 1)
+    ).all()
+    return render_template("newsletters/report.html", newsletter=newsletter, stats=send_stats(newsletter),
+                           failed=failed[:REPORT_PAGE], has_more=len(failed) > REPORT_PAGE, page=page)
