@@ -49,7 +49,7 @@ def test_export_from_form_to_downloaded_csv(app, users, live_server, start_worke
 
     page.get_by_role("link", name="Jobs").first.click()
     assert page.locator("table.table tbody tr").count() == 1
-    assert "succeeded" in page.locator("table.table").inner_text()
+    assert "Succeeded" in page.locator("table.table").inner_text()
     screenshot(page, "jobs-list")
 
 
