@@ -13,13 +13,14 @@ import uuid
 
 from flask import current_app
 from flask_mail import Message
-from webapp.newsletter_content import safe_header
 
 from jobs.errors import JobFailed, TransientError
 from jobs.runtime import JobContext, job_entry
 from webapp import jobstate, storage
 from webapp.extensions import db, mail
+from webapp.links import external_url
 from webapp.models import Job, JobStatus, StoredFile
+from webapp.newsletter_content import safe_header
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _message(report: Job, stored: StoredFile, recipient: str, attach: bool) -> M
     if attach:
         lines.append("It is attached to this message.")
     else:
-        link = current_app.config["PUBLIC_URL"].rstrip("/") + f"/files/{stored.id}"
+        link = external_url("files.download", file_id=stored.id)
         lines.append(f"It is too large to attach ({stored.size / 1024 / 1024:.1f} MB); download it here "
                      f"(you will be asked to log in): {link}")
     lines += ["", "— Backhaul"]

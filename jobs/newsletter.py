@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, url_for
+from flask import current_app
 from sqlalchemy import select, text, update
-from webapp.newsletter_content import make_unsubscribe_token, personalise, render_body
 
 from jobs.errors import JobFailed, TransientError
 from jobs.runtime import JobContext, job_entry
 from jobs.smtp_delivery import RateLimiter, TransientSMTPError, build_message, send_batch
 from webapp import queueing
 from webapp.extensions import db, mail
+from webapp.links import external_url
 from webapp.models import Delivery, DeliveryStatus, Job, Newsletter, Subscriber, User
 from webapp.models.job import utcnow
+from webapp.newsletter_content import make_unsubscribe_token, personalise, render_body
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,8 @@ def _newsletter(ctx: JobContext) -> Newsletter:
 def _unsubscribe_urls(subscriber_id: int, newsletter_id: int | None) -> tuple[str, str]:
     """The page link and the one-click POST link for a subscriber."""
     token = make_unsubscribe_token(current_app.config["SECRET_KEY"], subscriber_id, newsletter_id)
-    base = current_app.config["PUBLIC_URL"].rstrip("/")
-    path = url_for("subscribers.unsubscribe", token=token)
-    return base + path, base + path
+    url = external_url("subscribers.unsubscribe", token=token)
+    return url, url
 
 
 @job_entry
@@ -155,7 +155,7 @@ def send_test_newsletter(ctx: JobContext) -> dict:
     owner = db.session.get(User, ctx.owner_id)
     html, plain = render_body(newsletter.body, newsletter.body_format)
     body_html, body_text = personalise(html, plain, owner.email.split("@")[0])
-    page_url = current_app.config["PUBLIC_URL"].rstrip("/") + url_for("newsletters.show", newsletter_id=newsletter.id)
+    page_url = external_url("newsletters.show", newsletter_id=newsletter.id)
     message = build_message(
         sender=current_app.config["MAIL_DEFAULT_SENDER"], to_email=owner.email, to_name="",
         subject=f"[TEST] {newsletter.subject}", html=body_html, text=body_text,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+from jobs.errors import JobFailed
 from jobs.report_pdf import build_sales_report
 from jobs.runtime import JobContext, job_entry
 from webapp import storage
@@ -25,8 +26,12 @@ DAILY_UP_TO_DAYS = 92
 
 def _filters(params: dict) -> tuple[str, dict]:
     """WHERE clause (orders o JOIN customers c) and parameters for the report's filters."""
-    start = datetime.combine(date.fromisoformat(params["date_from"]), time.min, tzinfo=UTC)
-    end = datetime.combine(date.fromisoformat(params["date_to"]) + timedelta(days=1), time.min, tzinfo=UTC)
+    try:
+        first, last = date.fromisoformat(params["date_from"]), date.fromisoformat(params["date_to"])
+    except (KeyError, TypeError, ValueError):
+        raise JobFailed("The report period is not a valid pair of dates.") from None
+    start = datetime.combine(first, time.min, tzinfo=UTC)
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
     clause = "o.created_at >= %(start)s AND o.created_at < %(end)s"
     values: dict = {"start": start, "end": end}
     if params.get("status"):
@@ -77,7 +82,7 @@ def build_sales_report_pdf(ctx: JobContext) -> dict:
     """Build the report PDF for ctx.params and store it."""
     params = ctx.params
     where, values = _filters(params)
-    days = (date.fromisoformat(params["date_to"]) - date.fromisoformat(params["date_from"])).days + 1
+    days = (values["end"] - values["start"]).days
     conn = db.engine.raw_connection()
     try:
         with conn.cursor() as cur:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from flask_mail import Connection, Mail, Message
 
 from webapp.newsletter_content import clean_name, safe_header
@@ -114,7 +115,8 @@ def send_batch(
     failures_in_a_row = 0
     while True:
         try:
-            with TimedConnection(mail) as conn:
+            # Flask-Mail keeps the per-app settings in app.extensions, as mail.connect() does.
+            with TimedConnection(current_app.extensions["mail"]) as conn:
                 while True:
                     if current is None:
                         current = next(remaining, None)
