@@ -15,9 +15,11 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
 
 from jobs.worker import BackhaulWorker, ReconcilerThread
@@ -76,7 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build the app and run one worker until stopped."""
+    """Build the app and run one worker until stopped; restart it afresh when it must."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     app = create_app()
     queue_names = args.queues or list(QUEUES)
@@ -84,31 +86,57 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown queue(s): {', '.join(unknown)}; choose from {', '.join(QUEUES)}", file=sys.stderr)
         return 2
-    max_jobs = args.max_jobs if args.max_jobs is not None else app.config["WORKER_MAX_JOBS"]
     priority = "unchanged" if args.no_nice else lower_priority()
     preload_job_modules()
+    try:
+        if run_worker(app, args, queue_names, priority) == "stopped":
+            return 0
+    except RedisError as exc:
+        log.warning("worker lost Redis (%s)", exc)
+    # RQ's loop also ends when Redis goes away or after --max-jobs: either way, start
+    # afresh (new memory, new connections) once Redis answers again.
+    wait_for_redis(app.config["REDIS_URL"])
+    log.info("worker restarting")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+    return 0
+
+
+def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: str) -> str:
+    """Run the RQ worker loop; "stopped" when asked to stop, "restart" when it should start afresh."""
+    max_jobs = args.max_jobs if args.max_jobs is not None else app.config["WORKER_MAX_JOBS"]
     with app.app_context():
         queues = [get_queue(name) for name in queue_names]
         connection = Redis.from_url(app.config["REDIS_URL"])
         name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         worker = BackhaulWorker(
             queues, connection=connection, serializer=JSONSerializer, name=name, app=app,
+            shutdown_grace=app.config["SHUTDOWN_GRACE_SECONDS"],
             default_result_ttl=app.config["RESULT_TTL_SECONDS"], job_monitoring_interval=5,
         )
         log.info("worker %s serving %s (%s)", name, ", ".join(queue_names), priority)
-        reconciler = None
         if not args.no_reconciler:
-            reconciler = ReconcilerThread(app, app.config["RECONCILE_SECONDS"])
-            reconciler.start()
+            ReconcilerThread(app, app.config["RECONCILE_SECONDS"]).start()
         worker.work(burst=args.burst, max_jobs=max_jobs, with_scheduler=True,
                     logging_level=app.config.get("WORKER_LOG_LEVEL", "INFO"))
-        stopped = worker._stop_requested or args.burst
-    if not stopped and max_jobs and worker.successful_job_count + worker.failed_job_count >= max_jobs:
-        log.info("worker %s recycling after %s jobs", name, max_jobs)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, *sys.argv])
-    return 0
+        if worker._stop_requested or args.burst:
+            return "stopped"
+        log.info("worker %s ending its loop after %s jobs", name, worker.successful_job_count + worker.failed_job_count)
+        return "restart"
+
+
+def wait_for_redis(url: str) -> None:
+    """Block until Redis answers, backing off up to 10 s between tries."""
+    delay = 0.5
+    while True:
+        try:
+            Redis.from_url(url, socket_connect_timeout=2).ping()
+            return
+        except RedisError as exc:
+            log.warning("Redis unreachable (%s); retrying in %.0fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
 
 
 if __name__ == "__main__":

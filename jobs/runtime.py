@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import resource
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from rq.timeouts import JobTimeoutException
 from jobs.errors import JobCancelled, JobFailed, TransientError
 from webapp import jobstate
 from webapp.extensions import db
-from webapp.kinds import get_kind
+from webapp.kinds import describe_seconds, get_kind, timeout_for
 from webapp.models import Job
 
 log = logging.getLogger("backhaul.runtime")
@@ -139,7 +140,8 @@ def run_job(job_id: str, fn: Callable[[JobContext], dict]) -> dict[str, Any]:
     app = current_app._get_current_object()
     rq_job = get_current_job()
     rq_job_id = rq_job.id if rq_job is not None else f"{job_id}_local"
-    worker_name = rq_job.worker_name if rq_job is not None and rq_job.worker_name else "worker"
+    # The work process's pid goes with the worker name: operators (and fault tests) can find it.
+    worker_name = f"{rq_job.worker_name if rq_job is not None and rq_job.worker_name else 'worker'}/{os.getpid()}"
     row_id = uuid.UUID(job_id)
     job = jobstate.start(row_id, rq_job_id, worker_name)
     if job is None:
@@ -161,7 +163,8 @@ def run_job(job_id: str, fn: Callable[[JobContext], dict]) -> dict[str, Any]:
         beat.stop()
         db.session.rollback()
         _no_more_rq_retries()
-        jobstate.fail(row_id, f"Took longer than {policy.timeout_minutes} and was stopped.")
+        limit = describe_seconds(timeout_for(policy, app.config["JOB_TIMEOUTS"]))
+        jobstate.fail(row_id, f"Took longer than {limit} and was stopped.")
         raise
     except MemoryError:
         beat.stop()

@@ -3,7 +3,8 @@
 Operators run it from the Operations page; tests and benchmarks use it as the
 trivial job. Parameters (all optional): ``seconds`` to spend (in steps, reporting
 progress), ``fail_attempts`` to fail that many first attempts with a transient
-error, ``allocate_mb`` to allocate (to see the memory cap refuse it), ``marker``
+error, ``allocate_mb`` to allocate (to see the memory cap refuse it), ``busy_seconds``
+to spend without any progress or cancel check, ``marker``
 to write a row count into the result (used to prove "exactly once").
 """
 
@@ -29,6 +30,10 @@ def run_selftest(ctx: JobContext) -> dict:
         block = bytearray(allocate_mb * 1024 * 1024)
         block[-1] = 1
         del block
+    busy_seconds = float(params.get("busy_seconds", 0))
+    if busy_seconds:
+        # Work that never checks in: only a hard stop can end it early.
+        time.sleep(busy_seconds)
     seconds = float(params.get("seconds", 0))
     steps = max(1, int(seconds / STEP_SECONDS)) if seconds else 1
     for step in range(1, steps + 1):

@@ -57,6 +57,8 @@ def test_env(tmp_path_factory) -> dict[str, str]:
         "JOB_HEARTBEAT_SECONDS": "1",
         "JOB_STALE_SECONDS": "4",
         "RECONCILE_SECONDS": "1",
+        "CANCEL_GRACE_SECONDS": "2",
+        "SHUTDOWN_GRACE_SECONDS": "2",
         "PYTHONPATH": str(ROOT),
     }
     os.environ.update(env)

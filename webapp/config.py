@@ -118,6 +118,14 @@ def load_config(overrides: dict | None = None) -> dict:
         "JOB_HEARTBEAT_SECONDS": _float("JOB_HEARTBEAT_SECONDS", 5),
         "JOB_STALE_SECONDS": _float("JOB_STALE_SECONDS", 20),
         "RECONCILE_SECONDS": _float("RECONCILE_SECONDS", 10),
+        "CANCEL_GRACE_SECONDS": _float("CANCEL_GRACE_SECONDS", 30),
+        "SHUTDOWN_GRACE_SECONDS": _float("SHUTDOWN_GRACE_SECONDS", 25),
+        # Per-kind time limits override webapp/kinds.py, e.g. JOB_TIMEOUT_SALES_REPORT=3600.
+        "JOB_TIMEOUTS": {
+            key[len("JOB_TIMEOUT_"):].lower(): int(value)
+            for key, value in os.environ.items()
+            if key.startswith("JOB_TIMEOUT_") and value.isdigit()
+        },
         "RETRY_BASE_SECONDS": _float("RETRY_BASE_SECONDS", 5),
         "WORKER_MAX_JOBS": _int("WORKER_MAX_JOBS", 500),
         "RESULT_TTL_SECONDS": _int("RESULT_TTL_SECONDS", 600),

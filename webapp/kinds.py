@@ -23,11 +23,14 @@ class JobKind:
     max_attempts: int
     memory_mb: int | None = None
 
-    @property
-    def timeout_minutes(self) -> str:
-        """The time limit as people say it ("10 minutes")."""
-        minutes = max(1, round(self.timeout / 60))
-        return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+
+def describe_seconds(seconds: int) -> str:
+    """A time limit as people say it: "45 seconds", "10 minutes"."""
+    if seconds < 120:
+        return f"{seconds} second" + ("s" if seconds != 1 else "")
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes"
 
 
 KINDS: dict[str, JobKind] = {
@@ -51,3 +54,8 @@ KINDS: dict[str, JobKind] = {
 def get_kind(name: str) -> JobKind:
     """The policy for ``name``; KeyError for an unknown kind."""
     return KINDS[name]
+
+
+def timeout_for(kind: JobKind, overrides: dict[str, int]) -> int:
+    """The time limit of ``kind`` in seconds, after the JOB_TIMEOUT_<KIND> settings."""
+    return overrides.get(kind.name, kind.timeout)

@@ -25,7 +25,7 @@ from rq.serializers import JSONSerializer
 
 from webapp import jobstate
 from webapp.extensions import db
-from webapp.kinds import QUEUES, get_kind
+from webapp.kinds import QUEUES, get_kind, timeout_for
 from webapp.models.job import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def enqueue(job: Job) -> bool:
     attempts_left = max(0, job.max_attempts - job.attempts - 1)
     options = {
         "job_id": rq_job_id,
-        "job_timeout": policy.timeout,
+        "job_timeout": timeout_for(policy, current_app.config["JOB_TIMEOUTS"]),
         "result_ttl": current_app.config["RESULT_TTL_SECONDS"],
         "failure_ttl": current_app.config["FAILURE_TTL_SECONDS"],
         "description": f"{policy.label}: {job.title}"[:200],

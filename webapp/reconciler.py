@@ -35,7 +35,6 @@ log = logging.getLogger("backhaul.reconciler")
 LOCK_KEY = 0x6261636B  # "back"
 SETTLE_SECONDS = 10
 LOST_IN_QUEUE_SECONDS = 120
-CANCEL_GRACE_SECONDS = 30
 BATCH = 500
 LIVE_RQ_STATUSES = {"queued", "scheduled", "deferred", "started"}
 
@@ -75,7 +74,7 @@ def reconcile() -> Repairs:
     now = utcnow()
     stale = now - timedelta(seconds=current_app.config["JOB_STALE_SECONDS"])
     _interrupt_silent(repairs, stale)
-    _stop_unheeded_cancels(repairs, now - timedelta(seconds=CANCEL_GRACE_SECONDS))
+    _stop_unheeded_cancels(repairs, now - timedelta(seconds=current_app.config["CANCEL_GRACE_SECONDS"]))
     _hand_over_missing(repairs, now)
     if repairs.total:
         log.info("reconciler repaired %s jobs: %s", repairs.total, "; ".join(repairs.details[:20]),
