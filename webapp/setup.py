@@ -36,13 +36,14 @@ def register_blueprints(app: Flask) -> None:
         health,
         jobs,
         newsletters,
+        ops,
         photos,
         reports,
         rqdash,
         subscribers,
     )
 
-    for module in (auth, jobs, files, exports, photos, reports, newsletters, subscribers, health):
+    for module in (auth, jobs, files, exports, photos, reports, newsletters, subscribers, ops, health):
         app.register_blueprint(module.bp)
     if app.config["DEV_MAILBOX"]:
         app.register_blueprint(devmail.bp)

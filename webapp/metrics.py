@@ -1,0 +1,125 @@
+"""Prometheus metrics, gathered at scrape time from PostgreSQL and Redis.
+
+Nothing is counted in process memory, so the numbers are the same whichever
+gunicorn process answers and however many worker hosts there are. Event counts
+come from the job_events table: pruning old events lowers them, which Prometheus
+treats as a counter reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from rq import Worker
+from sqlalchemy import case, func, select
+
+from webapp.extensions import db
+from webapp.kinds import QUEUES
+from webapp.models import Job, JobEvent
+from webapp.models.job import utcnow
+from webapp.queueing import get_queue, redis_conn
+
+log = logging.getLogger(__name__)
+
+DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+def queue_ages() -> dict[str, float]:
+    """Seconds the oldest waiting job of each queue has waited (from the rows, the truth)."""
+    rows = db.session.execute(
+        select(Job.queue, func.min(Job.updated_at)).where(Job.status == "queued").group_by(Job.queue)
+    ).all()
+    now = utcnow()
+    return {queue: (now - oldest).total_seconds() for queue, oldest in rows}
+
+
+def queue_depths() -> dict[str, int] | None:
+    """Jobs waiting in each RQ queue, or None when Redis is unreachable."""
+    try:
+        return {name: get_queue(name).count for name in QUEUES}
+    except RedisError:
+        return None
+
+
+def worker_states() -> list[dict] | None:
+    """Each RQ worker's name, state and current RQ job id, or None when Redis is unreachable."""
+    try:
+        workers = Worker.all(connection=redis_conn())
+        return [{"name": w.name, "state": w.get_state(), "job": w.get_current_job_id(),
+                 "queues": ",".join(w.queue_names())} for w in workers]
+    except RedisError:
+        return None
+
+
+class JobsCollector(Collector):
+    """Builds every metric family on each scrape."""
+
+    def collect(self) -> Iterator:
+        """Yield the metric families."""
+        events = CounterMetricFamily("backhaul_job_events", "Job events by kind and event "
+                                     "(submitted, started, succeeded, failed, retried, interrupted, cancelled, "
+                                     "reconciled, requeued)", labels=["kind", "event"])
+        for kind, event, count in db.session.execute(
+            select(JobEvent.kind, JobEvent.event, func.count()).group_by(JobEvent.kind, JobEvent.event)
+        ):
+            events.add_metric([kind, event], count)
+        yield events
+
+        repairs = CounterMetricFamily("backhaul_reconciler_repairs", "Repairs made by the reconciler")
+        repairs.add_metric([], db.session.scalar(
+            select(func.count()).select_from(JobEvent).where(JobEvent.event == "reconciled")) or 0)
+        yield repairs
+
+        yield self._durations()
+
+        current = GaugeMetricFamily("backhaul_jobs", "Jobs by kind and status right now", labels=["kind", "status"])
+        for kind, status, count in db.session.execute(
+            select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
+        ):
+            current.add_metric([kind, status], count)
+        yield current
+
+        age = GaugeMetricFamily("backhaul_queue_oldest_job_age_seconds", "Age of the oldest waiting job",
+                                labels=["queue"])
+        ages = queue_ages()
+        for name in QUEUES:
+            age.add_metric([name], ages.get(name, 0.0))
+        yield age
+        db.session.commit()
+
+        up = GaugeMetricFamily("backhaul_redis_up", "1 when Redis answered this scrape")
+        depths = queue_depths()
+        workers = worker_states() if depths is not None else None
+        up.add_metric([], 0 if depths is None else 1)
+        yield up
+        if depths is not None:
+            depth = GaugeMetricFamily("backhaul_queue_depth", "Jobs waiting in each queue", labels=["queue"])
+            for name, count in depths.items():
+                depth.add_metric([name], count)
+            yield depth
+        if workers is not None:
+            states = GaugeMetricFamily("backhaul_workers", "RQ workers by state", labels=["state"])
+            busy = sum(1 for w in workers if w["state"] == "busy")
+            states.add_metric(["busy"], busy)
+            states.add_metric(["idle"], len(workers) - busy)
+            yield states
+
+    def _durations(self) -> HistogramMetricFamily:
+        """Duration histogram of finished jobs, by kind, computed in one query."""
+        family = HistogramMetricFamily("backhaul_job_duration_seconds", "Time from start to finish",
+                                       labels=["kind"])
+        columns = [func.sum(case((JobEvent.seconds <= b, 1), else_=0)) for b in DURATION_BUCKETS]
+        rows = db.session.execute(
+            select(JobEvent.kind, func.count(), func.coalesce(func.sum(JobEvent.seconds), 0), *columns)
+            .where(JobEvent.event.in_(["succeeded", "failed"]), JobEvent.seconds.is_not(None))
+            .group_by(JobEvent.kind)
+        ).all()
+        for kind, count, total, *cumulative in rows:
+            buckets = [(str(b), int(c or 0)) for b, c in zip(DURATION_BUCKETS, cumulative, strict=True)]
+            buckets.append(("+Inf", int(count)))
+            family.add_metric([kind], buckets, sum_value=float(total))
+        return family

@@ -1,0 +1,165 @@
+"""Operations: /metrics for Prometheus and an admin page that answers "is the queue healthy?"."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+from functools import wraps
+
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+from wtforms import DecimalField, IntegerField
+from wtforms.validators import NumberRange, Optional
+
+from webapp import queueing
+from webapp.charts import stacked_bars
+from webapp.extensions import db
+from webapp.kinds import KINDS, QUEUES
+from webapp.metrics import JobsCollector, queue_ages, queue_depths, worker_states
+from webapp.models import JobEvent
+from webapp.models.job import utcnow
+
+bp = Blueprint("ops", __name__)
+
+# The queue-depth rule: a queue this deep, or a job waiting this long, needs more workers.
+ADD_WORKERS_DEPTH = 100
+ADD_MORE_WORKERS_DEPTH = 500
+WAITING_TOO_LONG_SECONDS = 300
+
+
+def admin_required(view):
+    """Log in first; then admins only."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403, "The operations pages are for administrators.")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+class SelfTestForm(FlaskForm):
+    """Parameters of a diagnostic job."""
+
+    seconds = DecimalField("Seconds of work", default=5, validators=[Optional(), NumberRange(0, 600)])
+    fail_attempts = IntegerField("Fail the first N attempts", default=0, validators=[Optional(), NumberRange(0, 5)])
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format; needs ``Authorization: Bearer <METRICS_TOKEN>`` when that is set."""
+    token = current_app.config["METRICS_TOKEN"]
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return Response("metrics need a bearer token\n", 401, {"WWW-Authenticate": "Bearer"})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobsCollector())
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _hourly(now) -> list[tuple[str, int, int]]:
+    """(hour, succeeded, failed) for the last 24 hours."""
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    hour = func.date_trunc("hour", JobEvent.at)
+    rows = db.session.execute(
+        select(hour, JobEvent.event, func.count())
+        .where(JobEvent.at >= start, JobEvent.event.in_(["succeeded", "failed"]))
+        .group_by(hour, JobEvent.event)
+    ).all()
+    counts: dict = {}
+    for at, event, count in rows:
+        counts[(at.replace(tzinfo=None), event)] = count
+    points = []
+    for i in range(24):
+        slot = (start + timedelta(hours=i)).replace(tzinfo=None)
+        points.append((slot.strftime("%H:00"), counts.get((slot, "succeeded"), 0), counts.get((slot, "failed"), 0)))
+    return points
+
+
+def _slowest(now) -> list[tuple[str, int, float, float]]:
+    """(kind, runs, p50, p95) of finished jobs in the last 24 hours, slowest p95 first."""
+    return db.session.execute(
+        select(JobEvent.kind, func.count(),
+               func.percentile_cont(0.5).within_group(JobEvent.seconds),
+               func.percentile_cont(0.95).within_group(JobEvent.seconds))
+        .where(JobEvent.at >= now - timedelta(hours=24), JobEvent.event.in_(["succeeded", "failed"]),
+               JobEvent.seconds.is_not(None))
+        .group_by(JobEvent.kind).order_by(func.percentile_cont(0.95).within_group(JobEvent.seconds).desc())
+    ).all()
+
+
+def scaling_hint(depths: dict[str, int] | None, ages: dict[str, float]) -> str | None:
+    """The queue-depth rule in words, or None when every queue is healthy.
+
+    Depth alone flickers; a job waiting more than five minutes is the same signal
+    smoothed over time, and needs no stored history of depth samples.
+    """
+    if depths is None:
+        return None
+    deepest = max(depths.values() or [0])
+    oldest = max(ages.values() or [0])
+    if deepest > ADD_MORE_WORKERS_DEPTH:
+        return f"A queue holds {deepest} jobs: add several workers (over {ADD_MORE_WORKERS_DEPTH} waiting)."
+    if deepest > ADD_WORKERS_DEPTH or oldest > WAITING_TOO_LONG_SECONDS:
+        return (f"A queue holds {deepest} jobs and the oldest has waited {oldest / 60:.0f} min: add a worker "
+                f"(rule: over {ADD_WORKERS_DEPTH} waiting, or waiting over {WAITING_TOO_LONG_SECONDS // 60} min).")
+    return None
+
+
+def _overview() -> dict:
+    """Everything the operations page shows."""
+    now = utcnow()
+    depths = queue_depths()
+    ages = queue_ages()
+    workers = worker_states() if depths is not None else None
+    hourly = _hourly(now)
+    done = sum(good for _, good, _ in hourly)
+    failed = sum(bad for _, _, bad in hourly)
+    retried = db.session.scalar(select(func.count()).select_from(JobEvent).where(
+        JobEvent.at >= now - timedelta(hours=24), JobEvent.event.in_(["retried", "interrupted"]))) or 0
+    return {
+        "queues": [{"name": q, "depth": (depths or {}).get(q), "age": ages.get(q, 0.0)} for q in QUEUES],
+        "redis_up": depths is not None,
+        "workers": workers or [],
+        "chart": stacked_bars(hourly),
+        "done": done,
+        "failed": failed,
+        "retried": retried,
+        "failure_rate": (failed / (done + failed) * 100) if done + failed else 0.0,
+        "slowest": _slowest(now),
+        "hint": scaling_hint(depths, ages),
+        "kinds": KINDS,
+    }
+
+
+@bp.get("/ops/")
+@admin_required
+def index():
+    """The operations page."""
+    return render_template("ops/index.html", form=SelfTestForm(), **_overview())
+
+
+@bp.get("/ops/panel")
+@admin_required
+def panel():
+    """The part of the page that refreshes itself every few seconds."""
+    return render_template("ops/_panel.html", **_overview())
+
+
+@bp.post("/ops/selftest")
+@admin_required
+def selftest():
+    """Queue a diagnostic job and open its page."""
+    form = SelfTestForm()
+    if not form.validate_on_submit():
+        abort(400, "Seconds must be 0-600 and failed attempts 0-5.")
+    params = {"seconds": float(form.seconds.data or 0), "fail_attempts": int(form.fail_attempts.data or 0)}
+    job = queueing.submit("selftest", current_user.id, params, f"Self-test ({params['seconds']:g} s)")
+    return redirect(url_for("jobs.show", job_id=job.id), code=303)
