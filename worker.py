@@ -120,7 +120,7 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
             ReconcilerThread(app, app.config["RECONCILE_SECONDS"]).start()
         worker.work(burst=args.burst, max_jobs=max_jobs, with_scheduler=True,
                     logging_level=app.config.get("WORKER_LOG_LEVEL", "INFO"))
-        if worker._stop_requested or args.burst:
+        if worker.shutdown_requested or args.burst:
             return "stopped"
         log.info("worker %s ending its loop after %s jobs", name, worker.successful_job_count + worker.failed_job_count)
         return "restart"

@@ -107,7 +107,7 @@ def _save(image: Image.Image, path: Path, fmt: str) -> int:
     os.close(fd)
     try:
         if fmt == "jpeg":
-            _jpeg_ready(image).save(tmp, "JPEG", quality=JPEG_QUALITY, optimize=False, progressive=True)
+            _jpeg_ready(image).save(tmp, "JPEG", quality=JPEG_QUALITY)
         else:
             image.save(tmp, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
         os.replace(tmp, path)

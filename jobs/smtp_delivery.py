@@ -11,6 +11,7 @@ what was already sent.
 
 from __future__ import annotations
 
+import email.charset
 import logging
 import random
 import smtplib
@@ -25,6 +26,11 @@ from flask_mail import Connection, Mail, Message
 from webapp.newsletter_content import clean_name, safe_header
 
 log = logging.getLogger(__name__)
+
+# Flask-Mail registers UTF-8 bodies as raw 8-bit, so a long paragraph becomes one line
+# over SMTP's 998-character limit and servers refuse it ("500 Line too long"). Quoted-
+# printable wraps long lines safely; registered after flask_mail's import, it wins.
+email.charset.add_charset("utf-8", email.charset.SHORTEST, email.charset.QP, "utf-8")
 
 SMTP_TIMEOUT = 30
 RECONNECTS = 3

@@ -45,6 +45,7 @@ class BackhaulWorker(Worker):
         self.shutdown_grace = shutdown_grace
         self._handing_back = False
         self._grace_timer: threading.Timer | None = None
+        self.shutdown_requested = False
 
     # --- in the work horse -------------------------------------------------
     def main_work_horse(self, job: RQJob, queue) -> None:
@@ -93,6 +94,7 @@ class BackhaulWorker(Worker):
 
     def request_stop(self, signum, frame) -> None:
         """Warm shutdown: let the running job finish for ``shutdown_grace`` seconds, then hand it back."""
+        self.shutdown_requested = True
         if self.horse_pid and self._grace_timer is None:
             self._grace_timer = threading.Timer(self.shutdown_grace, self._hand_back)
             self._grace_timer.daemon = True

@@ -84,6 +84,16 @@ def test_everyone_gets_exactly_one_personalised_message(app, as_alice, burst_wor
     assert "450</strong> sent" in page
 
 
+def test_a_long_paragraph_is_delivered_intact(app, as_alice, burst_worker, mailbox):
+    """A 5,000-character line is not refused by the server ('Line too long') and arrives whole."""
+    add_subscribers(app, 2)
+    paragraph = "Ünïcode news. " * 400
+    send(as_alice, compose(as_alice, body=f"Hello {{{{ name }}}},\n\n{paragraph}"))
+    burst_worker("fast")
+    assert len(mailbox.messages) == 2
+    assert paragraph.strip() in mailbox.messages[0].get_body(("plain",)).get_content()
+
+
 def test_running_a_batch_again_sends_nothing_twice(app, users, as_alice, burst_worker, mailbox):
     """A batch delivered twice (a retry, a duplicate) skips every address already sent."""
     add_subscribers(app, 30)

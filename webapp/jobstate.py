@@ -109,6 +109,10 @@ def create(
         depends_on_id=depends_on.id if depends_on else None,
         parent_id=parent.id if parent else None,
     )
+    # The first delivery's RQ id is set with the row, so submitting costs one transaction.
+    job.runs = 1
+    job.rq_job_id = f"{job.id}_1"
+    job.enqueued_at = utcnow()
     db.session.add(job)
     db.session.flush()
     record(job, "submitted", title)
@@ -302,7 +306,8 @@ def assign_rq_job(job_id: uuid.UUID) -> str:
 def note_handed_to_queue(job_id: uuid.UUID, rq_job_id: str, ok: bool) -> None:
     """Record whether Redis took the delivery; a row Redis did not take waits for the reconciler."""
     values: dict[str, Any] = {"enqueued_at": utcnow()} if ok else {
-        "message": "Waiting for the queue — it will start as soon as the queue is reachable again"
+        "enqueued_at": None,
+        "message": "Waiting for the queue — it will start as soon as the queue is reachable again",
     }
     db.session.execute(
         update(Job).where(Job.id == job_id, Job.rq_job_id == rq_job_id, Job.status == Q.value).values(**values)

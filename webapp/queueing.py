@@ -68,14 +68,18 @@ def submit(kind: str, owner_id: int, params: dict, title: str, *, depends_on: Jo
     """Create the row, commit it, then hand it to Redis (the order matters: a fast worker must find the row)."""
     job = jobstate.create(kind, owner_id, params, title, depends_on=depends_on, parent=parent)
     db.session.commit()
-    enqueue(job)
+    _push(job, job.rq_job_id, first=True)
     return job
 
 
 def enqueue(job: Job) -> bool:
     """Hand ``job`` to its RQ queue under a fresh RQ job id; False when Redis is unreachable."""
+    return _push(job, jobstate.assign_rq_job(job.id), first=False)
+
+
+def _push(job: Job, rq_job_id: str, *, first: bool) -> bool:
+    """Put one delivery of ``job`` on its queue; the row records only what did not go as planned."""
     policy = get_kind(job.kind)
-    rq_job_id = jobstate.assign_rq_job(job.id)
     attempts_left = max(0, job.max_attempts - job.attempts - 1)
     options = {
         "job_id": rq_job_id,
@@ -96,7 +100,9 @@ def enqueue(job: Job) -> bool:
         log.warning("job %s not handed to Redis (%s); the reconciler will retry", job.id, exc)
         jobstate.note_handed_to_queue(job.id, rq_job_id, ok=False)
         return False
-    jobstate.note_handed_to_queue(job.id, rq_job_id, ok=True)
+    if not first:
+        # A first delivery was stamped when the row was created; re-deliveries are stamped now.
+        jobstate.note_handed_to_queue(job.id, rq_job_id, ok=True)
     return True
 
 

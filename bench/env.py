@@ -1,0 +1,97 @@
+"""The benchmarks' own environment: database backhaul_bench, Redis DB 12, a temporary storage folder.
+
+Never the data `make run` uses (backhaul, Redis DB 0) nor the tests' (backhaul_test, DB 13).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg2
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = os.environ.get("BACKHAUL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+DB_NAME = "backhaul_bench"
+REDIS_URL = os.environ.get("BACKHAUL_BENCH_REDIS", "redis://127.0.0.1:6379/12")
+
+
+def prepare(fresh: bool = True) -> dict[str, str]:
+    """Create the benchmark database (fresh), migrate it, empty Redis DB 12; export the settings."""
+    scratch = Path(tempfile.mkdtemp(prefix="backhaul-bench-"))
+    env = {
+        "BACKHAUL_ENV": "test",
+        "DATABASE_URL": f"{PG}/{DB_NAME}",
+        "REDIS_URL": REDIS_URL,
+        "STORAGE_DIR": str(scratch / "storage"),
+        "SCRATCH_DIR": str(scratch / "scratch"),
+        "PYTHONPATH": str(ROOT),
+        "WORKER_MAX_JOBS": "100000",
+        "LOG_FORMAT": "text",
+    }
+    os.environ.update(env)
+    if fresh:
+        conn = psycopg2.connect(f"{PG}/postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (DB_NAME,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+            cur.execute(f'CREATE DATABASE "{DB_NAME}"')
+        conn.close()
+        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, check=True,
+                       capture_output=True)
+    Redis.from_url(REDIS_URL).flushdb()
+    return env
+
+
+def app():
+    """The app with the benchmark settings (logging quiet)."""
+    import logging
+
+    from webapp import create_app
+
+    application = create_app()
+    for name in ("backhaul", "webapp", "jobs"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return application
+
+
+def bench_user(application) -> int:
+    """The id of the benchmark account (created once)."""
+    from webapp.extensions import db
+    from webapp.models import User
+
+    with application.app_context():
+        user = db.session.scalar(db.select(User).where(User.email == "bench@example.com"))
+        if user is None:
+            user = User(email="bench@example.com", is_admin=True)
+            user.set_password("bench-password")
+            db.session.add(user)
+            db.session.commit()
+        return user.id
+
+
+def reset_orders(application, count: int) -> None:
+    """Replace the orders with ``count`` generated ones."""
+    from sqlalchemy import text
+
+    from webapp.demo_data import seed_demo_data
+    from webapp.extensions import db
+
+    with application.app_context():
+        db.session.execute(text("TRUNCATE orders, customers RESTART IDENTITY CASCADE"))
+        db.session.commit()
+        seed_demo_data(orders=count, subscribers=0, customers=min(5000, max(1, count // 20)), days=365)
+
+
+def worker_process(*queues: str, burst: bool = True, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start a real Backhaul worker."""
+    args = [sys.executable, str(ROOT / "worker.py"), *queues, "--no-reconciler", *extra]
+    if burst:
+        args.append("--burst")
+    return subprocess.Popen(args, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)

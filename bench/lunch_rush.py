@@ -1,0 +1,268 @@
+"""The lunch rush (everyone exports at 12:15) and submit saturation, against gunicorn on loopback.
+
+Lunch rush: users arrive spread over a window; each logs in, submits an export and polls
+its job until the download is there, while other requests load an ordinary page at a
+steady open-loop rate (scheduled by the clock, not by replies). Then the same users do
+the export inline in the request, on the benchmark-only app. Saturation: 50 concurrent
+clients post submits for a few seconds to a bare insert-then-enqueue route and to the
+real export form (login, CSRF, redirect).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+from bench import env
+
+TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+class Session:
+    """A tiny cookie-keeping HTTP client (one connection per request, like gunicorn's sync workers)."""
+
+    def __init__(self, port: int, timeout: float = 30) -> None:
+        self.port, self.timeout, self.cookie = port, timeout, ""
+
+    def request(self, method: str, path: str, form: dict | None = None) -> tuple[int, str, dict, float]:
+        """Send one request; returns status, body, headers and seconds taken."""
+        body = urllib.parse.urlencode(form).encode() if form is not None else None
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            conn.request(method, path, body, headers)
+            response = conn.getresponse()
+            text = response.read().decode(errors="replace")
+        finally:
+            conn.close()
+        seconds = time.perf_counter() - started
+        cookie = response.getheader("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        return response.status, text, dict(response.getheaders()), seconds
+
+    def login(self) -> str:
+        """Log in as the benchmark user; return a CSRF token for later forms."""
+        _s, page, _h, _t = self.request("GET", "/login")
+        token = TOKEN.search(page).group(1)
+        self.request("POST", "/login", {"email": "bench@example.com", "password": "bench-password",
+                                        "csrf_token": token})
+        _s, page, _h, _t = self.request("GET", "/exports/new")
+        return TOKEN.search(page).group(1)
+
+
+def start_web(port: int, app_path: str) -> subprocess.Popen:
+    """gunicorn with 4 sync workers."""
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", app_path, "--bind", f"127.0.0.1:{port}",
+                             "--workers", "4", "--timeout", "120", "--log-level", "warning"],
+                            cwd=env.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not start")
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float | None:
+    """The p-th percentile in milliseconds."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def rush(port: int, users: int, window: float, inline: bool, page_rate: float) -> dict:
+    """Run the scenario once; returns latency lists and counts."""
+    stats = {"submit": [], "poll": [], "page": [], "to_file": [], "errors": 0, "timeouts": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def record(kind: str, seconds: float) -> None:
+        with lock:
+            stats[kind].append(seconds)
+
+    def fail(exc: Exception) -> None:
+        with lock:
+            stats["timeouts" if isinstance(exc, TimeoutError | socket.timeout) else "errors"] += 1
+
+    def user(n: int) -> None:
+        time.sleep(window * n / users)
+        try:
+            session = Session(port)
+            token = session.login()
+            started = time.perf_counter()
+            if inline:
+                status, _b, _h, seconds = session.request("POST", "/inline/export")
+                record("submit", seconds)
+                if status != 200:
+                    raise RuntimeError(status)
+                record("to_file", time.perf_counter() - started)
+                return
+            status, _b, headers, seconds = session.request("POST", "/exports/new", {
+                "date_from": "2020-01-01", "date_to": "2029-12-31", "status": "", "csrf_token": token})
+            record("submit", seconds)
+            if status != 303:
+                raise RuntimeError(status)
+            job_path = urllib.parse.urlsplit(headers["Location"]).path
+            while True:
+                time.sleep(1)
+                status, body, _h, seconds = session.request("GET", f"{job_path}/status")
+                record("poll", seconds)
+                if status == 286:
+                    if "Download CSV" not in body:
+                        raise RuntimeError("finished without a file")
+                    record("to_file", time.perf_counter() - started)
+                    return
+        except Exception as exc:  # noqa: BLE001 - counted, not fatal
+            print(f"lunch rush user {n}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            fail(exc)
+
+    def pages() -> None:
+        session = Session(port, timeout=10)
+        session.login()
+        interval = 1 / page_rate
+        next_at = time.perf_counter()
+        with ThreadPoolExecutor(32) as pool:
+            while not stop.is_set():
+                next_at += interval
+                pool.submit(load_page, Session.__new__(Session), session.cookie)
+                time.sleep(max(0, next_at - time.perf_counter()))
+
+    def load_page(reader: Session, cookie: str) -> None:
+        reader.port, reader.timeout, reader.cookie = port, 10, cookie
+        try:
+            status, _b, _h, seconds = reader.request("GET", "/jobs/?kind=selftest")
+            if status != 200:
+                raise RuntimeError(status)
+            record("page", seconds)
+        except Exception as exc:  # noqa: BLE001
+            fail(exc)
+
+    background = threading.Thread(target=pages, daemon=True)
+    background.start()
+    with ThreadPoolExecutor(users) as pool:
+        list(pool.map(user, range(users)))
+    stop.set()
+    background.join(15)
+    return stats
+
+
+def summarise(mode: str, stats: dict) -> list[dict]:
+    """Rows for the table."""
+    rows = []
+    for kind in ("submit", "poll", "page"):
+        values = stats[kind]
+        if values:
+            rows.append({"benchmark": "Lunch rush", "variant": f"{mode}: {kind}", "size": f"{len(values)} requests",
+                         "p50_ms": pct(values, 50), "p99_ms": pct(values, 99),
+                         "note": f"{stats['errors']} errors, {stats['timeouts']} timeouts (whole run)"})
+    if stats["to_file"]:
+        rows.append({"benchmark": "Lunch rush", "variant": f"{mode}: time until the user has the file",
+                     "size": f"{len(stats['to_file'])} users", "p50_ms": pct(stats["to_file"], 50),
+                     "p99_ms": pct(stats["to_file"], 99)})
+    return rows
+
+
+def saturate(port: int, seconds: float, clients: int, real: bool) -> dict:
+    """Closed-loop submits from ``clients`` threads for ``seconds``; returns rate and p99."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    # Log everyone in first (password hashing is deliberately slow): only submits are timed.
+    sessions = [Session(port) for _ in range(clients)]
+    tokens = [s.login() if real else "" for s in sessions]
+    deadline = time.perf_counter() + seconds
+
+    def client(n: int) -> None:
+        nonlocal errors
+        session, token = sessions[n], tokens[n]
+        while time.perf_counter() < deadline:
+            try:
+                if real:
+                    status, _b, _h, took = session.request("POST", "/exports/new", {
+                        "date_from": "1990-01-01", "date_to": "1990-01-02", "status": "", "csrf_token": token})
+                    ok = status == 303
+                else:
+                    status, _b, _h, took = session.request("POST", "/bare/submit", {})
+                    ok = status == 200
+                with lock:
+                    latencies.append(took)
+                    errors += not ok
+            except Exception:  # noqa: BLE001
+                with lock:
+                    errors += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"rate": len(latencies) / elapsed, "p99_ms": pct(latencies, 99), "errors": errors}
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Lunch rush with Backhaul and inline, then saturation, in one run."""
+    application = env.app()
+    env.bench_user(application)
+    env.reset_orders(application, 5_000 if quick else 100_000)
+    users, window, rate = (5, 5.0, 5.0) if quick else (50, 60.0, 20.0)
+    rows: list[dict] = []
+    port = free_port()
+    web = start_web(port, "bench.inline_app:app")
+    workers = [subprocess.Popen([sys.executable, str(env.ROOT / "worker.py"), "--no-reconciler"], cwd=env.ROOT,
+                                env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True) for _ in range(2)]
+    try:
+        time.sleep(2)
+        backhaul = rush(port, users, window, inline=False, page_rate=rate)
+        rows += summarise("backhaul", backhaul)
+        for proc in workers:
+            proc.terminate()
+            proc.wait(60)
+        workers = []
+        inline = rush(port, users, window, inline=True, page_rate=rate)
+        rows += summarise("inline", inline)
+        ours_page, inline_page = pct(backhaul["page"], 99), pct(inline["page"], 99)
+        if ours_page and inline_page:
+            rows.append({"benchmark": "Lunch rush", "variant": "page-load p99, inline / backhaul",
+                         "size": "ratio", "note": f"{inline_page / ours_page:.1f}x"})
+        duration = 3 if quick else 10
+        bare = saturate(port, duration, 50, real=False)
+        real = saturate(port, duration, 50, real=True)
+        rows.append({"benchmark": "Saturation (50 connections)", "variant": "bare insert-then-enqueue route",
+                     "size": f"{duration} s", "rate": bare["rate"], "p99_ms": bare["p99_ms"],
+                     "note": f"{bare['errors']} errors"})
+        rows.append({"benchmark": "Saturation (50 connections)", "variant": "backhaul export submit (login, CSRF)",
+                     "size": f"{duration} s", "rate": real["rate"], "p99_ms": real["p99_ms"],
+                     "note": f"{real['errors']} errors; {real['rate'] / bare['rate'] * 100:.0f}% of bare; "
+                             "Python client on the same 2 cores"})
+    finally:
+        for proc in workers:
+            proc.terminate()
+        web.terminate()
+        web.wait(30)
+    if backhaul["to_file"]:
+        rows.append({"benchmark": "Lunch rush", "variant": "backhaul: median time to file", "size": "",
+                     "seconds": statistics.median(backhaul["to_file"])})
+    return rows
