@@ -26,15 +26,16 @@ def _child(target: str, args: tuple, kwargs: dict, conn) -> None:
         # The function timed its own work (leaving out app start-up and set-up).
         seconds = extra.pop("seconds")
     conn.send({"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "extra": extra})
+    conn.close()
 
 
 def _peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM). Not ru_maxrss: that keeps the pre-exec peak of the spawning parent."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    conn.close()
 
 
 def run_once(target: str, *args: Any, **kwargs: Any) -> dict:
