@@ -11,7 +11,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psycopg2
 from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,15 +34,9 @@ def prepare(fresh: bool = True) -> dict[str, str]:
     }
     os.environ.update(env)
     if fresh:
-        conn = psycopg2.connect(f"{PG}/postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (DB_NAME,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
-            cur.execute(f'CREATE DATABASE "{DB_NAME}"')
-        conn.close()
-        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, check=True,
-                       capture_output=True)
+        from scripts.bootstrap import recreate_database
+
+        recreate_database(PG, DB_NAME, str(ROOT))
     Redis.from_url(REDIS_URL).flushdb()
     return env
 

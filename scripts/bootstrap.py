@@ -46,6 +46,24 @@ def ensure_database(raw_url: str) -> str:
     return status
 
 
+def recreate_database(server_url: str, name: str, root: str) -> None:
+    """Drop and create database ``name`` on ``server_url`` and migrate it (tests and benchmarks only)."""
+    import subprocess
+
+    conn = psycopg2.connect(f"{server_url}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=root,
+                            env={**os.environ, "DATABASE_URL": f"{server_url}/{name}"}, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"migrating {name} failed:\n{result.stderr}")
+
+
 def check_redis(url: str) -> str:
     """Ping Redis; exit with advice when it does not answer."""
     try:

@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 from redis import Redis
 from sqlalchemy import text
@@ -68,18 +67,9 @@ def test_env(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def database(test_env) -> str:
     """Create the test database from scratch and run the migrations into it."""
-    conn = psycopg2.connect(f"{PG}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (TEST_DB,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
-        cur.execute(f'CREATE DATABASE "{TEST_DB}"')
-    conn.close()
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT, env={**os.environ, **test_env}, capture_output=True, text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    from scripts.bootstrap import recreate_database
+
+    recreate_database(PG, TEST_DB, str(ROOT))
     return test_env["DATABASE_URL"]
 
 

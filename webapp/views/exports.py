@@ -6,36 +6,16 @@ from datetime import date, timedelta
 
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, ValidationError
 
 from webapp import queueing
-from webapp.models.order import ORDER_STATUSES
+from webapp.forms import OrderFilterForm
 
 bp = Blueprint("exports", __name__, url_prefix="/exports")
 
-MAX_RANGE_DAYS = 3660
 
 
-class ExportForm(FlaskForm):
-    """Date range (inclusive) and an optional status."""
-
-    date_from = DateField("From", validators=[InputRequired(message="Choose a start date (YYYY-MM-DD).")])
-    date_to = DateField("To", validators=[InputRequired(message="Choose an end date (YYYY-MM-DD).")])
-    status = SelectField(
-        "Status",
-        choices=[SelectChoice("", "Any status")] + [SelectChoice(s, s.capitalize()) for s in ORDER_STATUSES],
-    )
-
-    def validate_date_to(self, field: DateField) -> None:
-        """The range must run forwards and not span more than ten years."""
-        if self.date_from.data and field.data:
-            if field.data < self.date_from.data:
-                raise ValidationError("The end date is before the start date.")
-            if (field.data - self.date_from.data).days > MAX_RANGE_DAYS:
-                raise ValidationError("Choose a range of at most ten years.")
+class ExportForm(OrderFilterForm):
+    """Which orders to export."""
 
 
 @bp.route("/new", methods=["GET", "POST"])

@@ -7,13 +7,11 @@ from datetime import date, timedelta
 from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField, TextAreaField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, ValidationError
+from wtforms import StringField, TextAreaField
+from wtforms.validators import Length, ValidationError
 
 from webapp import queueing
-from webapp.models.order import ORDER_STATUSES
+from webapp.forms import OrderFilterForm
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 
@@ -36,22 +34,11 @@ def parse_recipients(raw: str) -> list[str]:
     return found
 
 
-class ReportForm(FlaskForm):
+class ReportForm(OrderFilterForm):
     """Period, filters and optional recipients."""
 
-    date_from = DateField("From", validators=[InputRequired(message="Choose a start date.")])
-    date_to = DateField("To", validators=[InputRequired(message="Choose an end date.")])
-    status = SelectField(
-        "Status",
-        choices=[SelectChoice("", "Any status")] + [SelectChoice(s, s.capitalize()) for s in ORDER_STATUSES],
-    )
     customer = StringField("Customer name contains", validators=[Length(max=100)])
     recipients = TextAreaField("E-mail the report to", validators=[Length(max=2000)])
-
-    def validate_date_to(self, field: DateField) -> None:
-        """The period must run forwards."""
-        if self.date_from.data and field.data and field.data < self.date_from.data:
-            raise ValidationError("The end date is before the start date.")
 
     def validate_recipients(self, field: TextAreaField) -> None:
         """Every address must be valid, and not too many."""

@@ -1,0 +1,31 @@
+"""Form pieces shared by features."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, ValidationError
+
+from webapp.models.order import ORDER_STATUSES
+
+MAX_RANGE_DAYS = 3660
+
+
+class OrderFilterForm(FlaskForm):
+    """A date range (inclusive, UTC) and an optional order status: what exports and reports select."""
+
+    date_from = DateField("From", validators=[InputRequired(message="Choose a start date (YYYY-MM-DD).")])
+    date_to = DateField("To", validators=[InputRequired(message="Choose an end date (YYYY-MM-DD).")])
+    status = SelectField(
+        "Status",
+        choices=[SelectChoice("", "Any status")] + [SelectChoice(s, s.capitalize()) for s in ORDER_STATUSES],
+    )
+
+    def validate_date_to(self, field: DateField) -> None:
+        """The range must run forwards and not span more than ten years."""
+        if self.date_from.data and field.data:
+            if field.data < self.date_from.data:
+                raise ValidationError("The end date is before the start date.")
+            if (field.data - self.date_from.data).days > MAX_RANGE_DAYS:
+                raise ValidationError("Choose a range of at most ten years.")
