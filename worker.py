@@ -21,9 +21,11 @@ import uuid
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
+from sqlalchemy import text
 
 from jobs.worker import BackhaulWorker, ReconcilerThread
-from webapp import create_app
+from webapp import create_app, jobstate
+from webapp.extensions import db
 from webapp.kinds import KINDS, QUEUES
 from webapp.queueing import get_queue
 
@@ -63,6 +65,20 @@ def preload_job_modules() -> None:
             if exc.name != module_name:
                 raise
             log.warning("job module %s is not installed; %s jobs will fail", module_name, kind.name)
+
+
+def warm_up_statements() -> None:
+    """Run the job-lifecycle statements once against a row that does not exist.
+
+    SQLAlchemy caches compiled statements per process; compiled here in the parent,
+    they are inherited by every forked work horse instead of being compiled per job.
+    """
+    ghost = uuid.uuid4()
+    jobstate.start(ghost, "warm-up", "warm-up")
+    jobstate.report_progress(ghost, 0, None)
+    jobstate.heartbeat(ghost)
+    jobstate.succeed(ghost, {}, "")
+    db.session.rollback()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -107,6 +123,11 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
     """Run the RQ worker loop; "stopped" when asked to stop, "restart" when it should start afresh."""
     max_jobs = args.max_jobs if args.max_jobs is not None else app.config["WORKER_MAX_JOBS"]
     with app.app_context():
+        # Connect once here: the engine's dialect set-up is then inherited by every work
+        # horse instead of being repeated after each fork.
+        db.session.execute(text("SELECT 1"))
+        warm_up_statements()
+        db.session.remove()
         queues = [get_queue(name) for name in queue_names]
         connection = Redis.from_url(app.config["REDIS_URL"])
         name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"

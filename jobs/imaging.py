@@ -73,9 +73,11 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
         image = image.convert("RGBA")
     elif mode in ("1",):
         image = image.convert("L")
-    elif mode in ("YCbCr", "RGBX", "LAB", "HSV"):
+    elif mode in ("YCbCr", "RGBX", "HSV"):
         image = image.convert("RGB")
-    if icc and image.mode in ("RGB", "RGBA", "CMYK", "L"):
+    if image.mode == "LAB" and not icc:
+        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    if icc and image.mode in ("RGB", "RGBA", "CMYK", "L", "LAB"):
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             alpha = image.getchannel("A") if image.mode == "RGBA" else None

@@ -28,6 +28,7 @@ FONT_DIR = Path(__file__).resolve().parent.parent / "static" / "fonts"
 FONT = "DejaVu"
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 ROW_H = 5.6
+TOTAL_PAGES = "{total-pages}"
 PROGRESS_EVERY = 500
 # (heading, width mm, align)
 COLUMNS = (("Order", 20, "R"), ("Date", 22, "L"), ("Customer", 84, "L"), ("Status", 22, "L"),
@@ -55,7 +56,8 @@ class ReportPDF(FPDF):
         self.glyphs = frozenset(self.fonts[FONT.lower()].cmap)
         self.set_title(title)
         self.set_creator("Backhaul")
-        self.alias_nb_pages("{nb}")
+        # A long alias reserves room for five-digit page totals in the footer.
+        self.alias_nb_pages(TOTAL_PAGES)
         self._char_widths: dict[tuple[str, float], dict[str, float]] = {}
 
     def footer(self) -> None:
@@ -65,7 +67,7 @@ class ReportPDF(FPDF):
         self.text(12, 289, f"{self.report_title} · generated {self.generated}")
         # cell(), not text(): fpdf2 substitutes the {nb} alias in cell output.
         self.set_xy(120, 286)
-        self.cell(78, 4, f"page {self.page_no()} of {{nb}}", align="R")
+        self.cell(78, 4, f"page {self.page_no()} of {TOTAL_PAGES}", align="R")
         self.set_text_color(0)
 
     def header(self) -> None:

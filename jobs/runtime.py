@@ -66,6 +66,7 @@ class JobContext:
         self.scratch: Path = scratch_dir_for(job.id)
         self.scratch.mkdir(parents=True, exist_ok=True)
         self._last_progress = 0.0
+        self._quarters_logged = 0
         self._last_cancel_check = time.monotonic()
 
     def progress(self, done: int, total: int | None, message: str | None = None, *, force: bool = False) -> None:
@@ -75,6 +76,13 @@ class JobContext:
             return
         self._last_progress = now
         jobstate.report_progress(self.job_id, done, total, message)
+        if total:
+            quarter = min(4, 4 * done // total)
+            if quarter > self._quarters_logged:
+                self._quarters_logged = quarter
+                log.info("job progress %s: %s%%", self.kind, quarter * 25,
+                         extra={"job_id": str(self.job_id), "kind": self.kind, "attempt": self.attempt,
+                                "event": "progress", "done": done, "total": total})
         self.check_cancelled(force=True)
 
     def check_cancelled(self, *, force: bool = False) -> None:

@@ -82,7 +82,7 @@ class Job(db.Model):
     next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     announced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    owner = relationship("User", lazy="joined")
+    owner = relationship("User", lazy="select")
     depends_on = relationship("Job", remote_side=[id], foreign_keys=[depends_on_id], lazy="select")
 
     @property

@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
 from webapp import queueing
 from webapp.access import job_or_404, visible
@@ -37,6 +38,8 @@ def index():
     status = request.args.get("status", "")
     page = max(1, request.args.get("page", 1, type=int) or 1)
     stmt = visible(select(Job), Job.owner_id).where(Job.parent_id.is_(None))
+    if current_user.is_admin:
+        stmt = stmt.options(selectinload(Job.owner))
     if kind in KINDS:
         stmt = stmt.where(Job.kind == kind)
     if status in {s.value for s in JobStatus}:
