@@ -48,7 +48,7 @@ def end_to_end(count: int, workers: int, batch_size: int) -> dict:
         seconds = time.perf_counter() - started
         sent = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "sent"))
     sink.stop()
-    return {"seconds": seconds, "sent": sent, "received": len(sink.messages)}
+    return {"seconds": seconds, "sent": sent, "received": sink.count}
 
 
 def one_connection_per_message(count: int) -> dict:

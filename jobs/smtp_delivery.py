@@ -12,6 +12,7 @@ what was already sent.
 from __future__ import annotations
 
 import email.charset
+import email.policy
 import logging
 import random
 import smtplib
@@ -53,6 +54,23 @@ class BatchOutcome:
     failed: int = 0
 
 
+# Flask-Mail builds messages with the classic (compat32) email classes, then switches the
+# policy to email.policy.SMTP for output, which re-parses every header through the modern
+# header registry: measured at ~7 ms of a ~12 ms send. The classic policy with CRLF line
+# ends writes the same message in a fraction of that.
+CLASSIC_SMTP = email.policy.compat32.clone(linesep="\r\n")
+
+
+class BulkMessage(Message):
+    """A Flask-Mail message that serialises quickly, for sending thousands."""
+
+    def as_bytes(self) -> bytes:
+        """The message as sent on the wire."""
+        msg = self._message()
+        msg.policy = CLASSIC_SMTP
+        return msg.as_bytes()
+
+
 class TimedConnection(Connection):
     """Flask-Mail's connection with a socket timeout, so a silent server cannot hang a worker."""
 
@@ -80,7 +98,7 @@ def build_message(*, sender: str, to_email: str, to_name: str, subject: str, htm
     """A multipart (text + HTML) message with one-click unsubscribe headers (RFC 8058)."""
     name = clean_name(to_name)
     recipient: Any = (safe_header(name), to_email) if name else to_email
-    return Message(
+    return BulkMessage(
         subject=safe_header(subject),
         sender=sender,
         recipients=[recipient],

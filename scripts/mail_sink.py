@@ -37,7 +37,7 @@ class SinkHandler:
         self.folder = folder
         self.refuse = refuse
         self.delay = delay
-        self.messages: list[EmailMessage] = []
+        self.raw: list[bytes] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.lock = threading.Lock()
 
@@ -55,9 +55,9 @@ class SinkHandler:
         """Keep the message (in memory, and as an .eml file when a folder is set)."""
         if self.delay:
             await asyncio.sleep(self.delay)
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        # Keep the bytes; parsing waits until someone reads the messages (it is the slow part).
         with self.lock:
-            self.messages.append(message)
+            self.raw.append(envelope.content)
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         if self.folder is not None:
             name = f"{time.time():.6f}-{uuid.uuid4().hex[:8]}.eml"
@@ -80,9 +80,22 @@ class MailSink:
 
     @property
     def messages(self) -> list[EmailMessage]:
-        """Every message received so far."""
+        """Every message received so far, parsed."""
         with self.handler.lock:
-            return list(self.handler.messages)
+            raw = list(self.handler.raw)
+        return [email.message_from_bytes(content, policy=email.policy.default) for content in raw]
+
+    @property
+    def count(self) -> int:
+        """How many messages arrived (without parsing them)."""
+        with self.handler.lock:
+            return len(self.handler.raw)
+
+    def clear(self) -> None:
+        """Forget every message and envelope."""
+        with self.handler.lock:
+            self.handler.raw.clear()
+            self.handler.envelopes.clear()
 
     def refuse(self, address: str, reply: str) -> None:
         """Answer RCPT TO for ``address`` with ``reply`` (e.g. '451 4.7.1 try later')."""

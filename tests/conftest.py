@@ -86,9 +86,7 @@ def smtp_server(test_env):
 @pytest.fixture
 def mailbox(smtp_server):
     """The SMTP server, emptied and accepting everyone, for one test."""
-    with smtp_server.handler.lock:
-        smtp_server.handler.messages.clear()
-        smtp_server.handler.envelopes.clear()
+    smtp_server.clear()
     smtp_server.handler.refuse.clear()
     smtp_server.handler.delay = 0
     return smtp_server

@@ -150,7 +150,7 @@ def test_the_unsubscribe_link_confirms_and_nothing_more_is_sent(app, as_alice, c
     done = client.client.post(link)  # a mail client's one-click POST carries no CSRF token
     assert done.status_code == 200 and "You are unsubscribed" in done.get_data(as_text=True)
     assert client.get(link[:-3] + "abc").status_code == 404, "a tampered link is refused"
-    mailbox.handler.messages.clear()
+    mailbox.clear()
     send(as_alice, compose(as_alice, subject="Second"))
     burst_worker("fast")
     assert sorted(m["To"].addresses[0].addr_spec for m in mailbox.messages) == ["sub1@example.com",
@@ -178,3 +178,76 @@ def test_a_csv_import_adds_valid_addresses_and_explains_the_rest(app, as_alice, 
     assert reasons[6] == "already subscribed"
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 3
+
+
+def _received_addresses(mailbox) -> list[str]:
+    """Every envelope recipient the SMTP server accepted, in order."""
+    return [to for _sender, tos in mailbox.handler.envelopes for to in tos]
+
+
+def test_a_worker_killed_mid_batch_sends_each_address_at_most_once_more(app, as_alice, start_worker, mailbox):
+    """SIGKILL the work process halfway through a batch; the retry completes it with at most one duplicate."""
+    import os
+    import signal
+
+    from tests.conftest import wait_for
+
+    add_subscribers(app, 120)
+    mailbox.handler.delay = 0.01
+    newsletter_id = compose(as_alice)
+    send(as_alice, newsletter_id)
+    start_worker("fast")
+    wait_for(lambda: mailbox.count >= 40, 60, message="sending to be under way")
+    with app.app_context():
+        batch = db.session.scalar(select(Job).where(Job.kind == "newsletter_batch", Job.status == "running"))
+        os.kill(int(batch.worker_name.rsplit("/", 1)[1]), signal.SIGKILL)
+    wait_for(lambda: len(set(_received_addresses(mailbox))) == 120, 90, message="the retried batch to finish")
+    addresses = _received_addresses(mailbox)
+    assert len(addresses) - len(set(addresses)) <= 1, "only the message in flight may be sent twice"
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "sent")) == 120
+
+
+def test_cancelling_a_send_stops_it_and_keeps_what_was_sent(app, as_alice, start_worker, mailbox):
+    """Cancel during the send: sending stops, the sent ones stay recorded, the rest are reported not sent."""
+    from tests.conftest import wait_for
+
+    add_subscribers(app, 400)
+    mailbox.handler.delay = 0.01
+    newsletter_id = compose(as_alice)
+    send(as_alice, newsletter_id)
+    start_worker("fast")
+    wait_for(lambda: mailbox.count >= 20, 60, message="sending to be under way")
+    as_alice.post(f"/newsletters/{newsletter_id}/cancel", form_page=f"/newsletters/{newsletter_id}")
+    page = wait_for(lambda: "stopped" in (p := as_alice.get(f"/newsletters/{newsletter_id}").get_data(as_text=True))
+                    and p, 30, message="the send to stop")
+    with app.app_context():
+        sent = db.session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "sent"))
+    assert 20 <= sent < 400
+    assert len(set(_received_addresses(mailbox))) == sent
+    assert "not sent" in page
+
+
+def test_the_send_rate_limit_holds_across_processes(app, test_env):
+    """At 20 messages a second, 30 sends cannot finish in under about 1.4 s, whoever sends them."""
+    import threading
+    import time
+
+    from redis import Redis
+
+    from jobs.smtp_delivery import RateLimiter
+
+    redis = Redis.from_url(test_env["REDIS_URL"])
+    started = time.monotonic()
+
+    def sender() -> None:
+        limiter = RateLimiter(redis, "test:rate", 20)
+        for _ in range(10):
+            limiter.acquire()
+
+    threads = [threading.Thread(target=sender) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started >= 1.4
