@@ -1,7 +1,8 @@
 """Benchmark-only app: the product plus two routes that exist nowhere else.
 
-- ``POST /inline/export`` does the CSV export inside the request (the "before"
-  Backhaul exists to prevent), so the lunch-rush benchmark can compare;
+- ``POST /inline/export`` and ``POST /inline/report`` do the CSV export or the PDF
+  report inside the request (the "before" Backhaul exists to prevent), so the
+  lunch-rush benchmark can compare;
 - ``POST /bare/submit`` is a bare insert-then-enqueue route (no login, CSRF or
   template), the anchor for the saturation benchmark.
 Served only by the benchmarks: ``gunicorn bench.inline_app:app``.
@@ -35,6 +36,32 @@ def inline_export():
     finally:
         conn.close()
     return Response(f"exported {size} bytes\n", mimetype="text/plain")
+
+
+@inline.post("/inline/report")
+def inline_report():
+    """The same PDF report as the job (last 90 days), built in the request."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from jobs.report_pdf import build_sales_report
+    from jobs.sales_report import _aggregates, _filters, _order_rows
+
+    today = date.today()
+    params = {"date_from": (today - timedelta(days=90)).isoformat(), "date_to": today.isoformat()}
+    where, values = _filters(params)
+    conn = db.engine.raw_connection()
+    try:
+        with conn.cursor() as cur:
+            totals, series, monthly = _aggregates(cur, where, values, daily=True)
+        with tempfile.TemporaryDirectory() as folder:
+            built = build_sales_report(
+                f"{folder}/report.pdf", title="Sales report", period_label="last 90 days",
+                generated_at=datetime.now(UTC), totals=totals, series=series, monthly=monthly,
+                orders=_order_rows(conn, where, values), order_count=totals["orders"])
+        conn.commit()
+    finally:
+        conn.close()
+    return Response(f"{built['pages']} pages\n", mimetype="text/plain")
 
 
 @inline.post("/bare/submit")

@@ -1,6 +1,7 @@
 """The lunch rush (everyone exports at 12:15) and submit saturation, against gunicorn on loopback.
 
-Lunch rush: users arrive spread over a window; each logs in, submits an export and polls
+Lunch rush: users arrive spread over a window; each logs in, submits an export (half of
+them a 90-day PDF report instead) and polls
 its job until the download is there, while other requests load an ordinary page at a
 steady open-loop rate (scheduled by the clock, not by replies). Then the same users do
 the export inline in the request, on the benchmark-only app. Saturation: 50 concurrent
@@ -21,6 +22,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 
 from bench import env
 
@@ -113,15 +115,23 @@ def rush(port: int, users: int, window: float, inline: bool, page_rate: float) -
             session = Session(port)
             token = session.login()
             started = time.perf_counter()
+            # Half the users export orders, half build a 90-day PDF report (the heavy one).
+            report = n % 2 == 1
             if inline:
-                status, _b, _h, seconds = session.request("POST", "/inline/export")
+                status, _b, _h, seconds = session.request("POST", "/inline/report" if report else "/inline/export")
                 record("submit", seconds)
                 if status != 200:
                     raise RuntimeError(status)
                 record("to_file", time.perf_counter() - started)
                 return
-            status, _b, headers, seconds = session.request("POST", "/exports/new", {
-                "date_from": "2020-01-01", "date_to": "2029-12-31", "status": "", "csrf_token": token})
+            today = date.today()
+            if report:
+                status, _b, headers, seconds = session.request("POST", "/reports/new", {
+                    "date_from": (today - timedelta(days=90)).isoformat(), "date_to": today.isoformat(),
+                    "status": "", "customer": "", "recipients": "", "csrf_token": token})
+            else:
+                status, _b, headers, seconds = session.request("POST", "/exports/new", {
+                    "date_from": "2020-01-01", "date_to": "2029-12-31", "status": "", "csrf_token": token})
             record("submit", seconds)
             if status != 303:
                 raise RuntimeError(status)
@@ -131,7 +141,7 @@ def rush(port: int, users: int, window: float, inline: bool, page_rate: float) -
                 status, body, _h, seconds = session.request("GET", f"{job_path}/status")
                 record("poll", seconds)
                 if status == 286:
-                    if "Download CSV" not in body:
+                    if "Download" not in body:
                         raise RuntimeError("finished without a file")
                     record("to_file", time.perf_counter() - started)
                     return
