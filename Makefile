@@ -32,7 +32,7 @@ run: venv
 	$(PY) scripts/bootstrap.py
 	$(FLASK) db upgrade
 	$(FLASK) demo seed
-	$(FLASK) users create $(DEMO_ADMIN) --password $(DEMO_PASSWORD) --admin --if-missing
+	$(FLASK) users create $(DEMO_ADMIN) --password $(DEMO_PASSWORD) --admin
 	@echo
 	@echo "  Backhaul is starting at http://127.0.0.1:$(PORT)"
 	@echo "  Log in as $(DEMO_ADMIN) / $(DEMO_PASSWORD)"
