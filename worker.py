@@ -10,6 +10,7 @@ any memory it grew back to the system.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -128,6 +129,9 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
         db.session.execute(text("SELECT 1"))
         warm_up_statements()
         db.session.remove()
+        # Everything loaded so far lives as long as the worker: keep it out of the
+        # collector's reach so forked work horses do not copy those pages by touching them.
+        gc.freeze()
         queues = [get_queue(name) for name in queue_names]
         connection = Redis.from_url(app.config["REDIS_URL"])
         name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
