@@ -22,6 +22,10 @@ from pathlib import Path
 from bench import env
 
 BENCHMARKS = ("export", "photos", "reports", "newsletter", "engine", "lunch_rush")
+# Which table rows each benchmark module writes (by the start of the row's "benchmark").
+ROW_PREFIXES = {"export": ("CSV export",), "photos": ("Photo resize",), "reports": ("PDF report",),
+                "newsletter": ("Newsletter",), "engine": ("Engine overhead",),
+                "lunch_rush": ("Lunch rush", "Saturation")}
 RESULTS = env.ROOT / "bench" / "results"
 DOC = env.ROOT / "docs" / "BENCHMARKS.md"
 
@@ -65,6 +69,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _merge_into_last_full(rows: list[dict], names: list[str], exclude: str) -> list[dict]:
+    """The newest complete run's rows, with those of ``names`` replaced by ``rows``."""
+    complete = [p for p in sorted(RESULTS.glob("2*.json")) if p.name != exclude
+                and not json.loads(p.read_text()).get("partial")]
+    if not complete:
+        return rows
+    previous = json.loads(complete[-1].read_text())["rows"]
+    prefixes = tuple(prefix for name in names for prefix in ROW_PREFIXES[name])
+    kept = [r for r in previous if not r["benchmark"].startswith(prefixes)]
+    return kept + rows
+
+
 def main() -> int:
     """Run, print, save."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,13 +102,18 @@ def main() -> int:
             row.pop("extra", None)
         rows += result
         print(f"bench {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    info = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick, "machine": machine()}
+    info = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick, "machine": machine(),
+            "partial": bool(args.only)}
     output = table(rows)
     print(output)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "quick.json" if args.quick else f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     (RESULTS / name).write_text(json.dumps({**info, "rows": rows}, indent=2, default=str))
-    if not args.quick and not args.only:
+    if not args.quick and args.only:
+        # A partial full-size run refreshes its rows in the last complete table.
+        rows = _merge_into_last_full(rows, args.only, exclude=name)
+        output = table(rows)
+    if not args.quick:
         m = info["machine"]
         DOC.write_text(
             "# Benchmarks\n\nProduced by `make bench` (`python -m bench`); raw numbers in `bench/results/`.\n\n"
