@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_DB = os.environ.get("BACKHAUL_TEST_DB", "backhaul_test")
 PG = os.environ.get("BACKHAUL_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("BACKHAUL_TEST_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = 13
+REDIS_DB = int(os.environ.get("BACKHAUL_TEST_REDIS_DB", "13"))
 PASSWORD = "correct horse battery"
 
 
