@@ -87,8 +87,8 @@ def smtp_server(test_env):
 def mailbox(smtp_server):
     """The SMTP server, emptied and accepting everyone, for one test."""
     smtp_server.clear()
-    smtp_server.handler.refuse.clear()
-    smtp_server.handler.delay = 0
+    smtp_server.accept()
+    smtp_server.delay = 0
     return smtp_server
 
 

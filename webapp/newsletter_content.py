@@ -1,9 +1,9 @@
-"""Newsletter content: Markdown or text to safe HTML, personalisation, unsubscribe tokens.
+"""Newsletter content: Markdown or text to safe HTML, personalisation, unsubscribe tokens, header values.
 
-Used by the web process (preview) and by workers (sending). Everything a
-subscriber or author typed is treated as hostile: the author's HTML is
-sanitised, a subscriber's name is escaped in HTML and stripped of control
-characters everywhere, and header values can never carry a line break.
+Used by the web process (preview) and by workers (sending). Everything an author or
+a subscriber typed is treated as hostile: the author's HTML is sanitised, a
+subscriber's name is escaped in HTML and stripped of control characters everywhere,
+and a header value can never carry a line break.
 """
 
 from __future__ import annotations
@@ -13,67 +13,86 @@ import re
 
 import markdown
 import nh3
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 
+FORMATS = ("markdown", "text")
 NAME_PLACEHOLDER = re.compile(r"\{\{\s*name\s*\}\}")
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# When a subscriber has no name, "Hello {{ name }}," reads "Hello there,".
+# C0 and C1 controls (CR, LF, NUL, NEL...), Unicode line/paragraph separators (some mail
+# software breaks header lines on them) and bidi overrides/isolates (they make a display
+# name read backwards, a known spoofing trick).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# A subscriber without a name reads "Hello there," rather than "Hello ,".
 FALLBACK_NAME = "there"
+MAX_NAME = 200
+MAX_HEADER = 250
 ALLOWED_TAGS = {
-    "a", "abbr", "b", "blockquote", "br", "code", "em", "h1", "h2", "h3", "h4", "hr", "i", "img", "li", "ol",
-    "p", "pre", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
+    "a", "abbr", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "hr", "i", "img",
+    "li", "ol", "p", "pre", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
 }
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title", "width", "height"}}
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title", "width", "height"},
+                      "abbr": {"title"}, "td": {"align"}, "th": {"align"}}
+# No javascript:, data: or vbscript: URLs survive, whatever their spelling.
+URL_SCHEMES = {"http", "https", "mailto"}
 TOKEN_SALT = "backhaul-unsubscribe"
 
 
 class BadUnsubscribeToken(ValueError):
-    """The unsubscribe token was not made by us (tampered, truncated or from another key)."""
+    """The unsubscribe token was not made by us (tampered, truncated or signed with another key)."""
 
 
 def render_body(body: str, fmt: str) -> tuple[str, str]:
     """The HTML and plain-text parts of a newsletter body written in ``fmt`` ("markdown" or "text")."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown body format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    source = (body or "").replace("\r\n", "\n").replace("\r", "\n").strip()
     if fmt == "markdown":
-        raw_html = markdown.markdown(body, extensions=["extra", "sane_lists"], output_format="html")
-        safe_html = nh3.clean(raw_html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES,
-                              url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer")
+        raw_html = markdown.markdown(source, extensions=["extra", "sane_lists"], output_format="html")
+        safe_html = nh3.clean(raw_html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes=URL_SCHEMES,
+                              link_rel="noopener noreferrer")
     else:
-        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+        paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", source) if p.strip()]
         safe_html = "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
-    return safe_html, body.strip() + "\n"
+    # Markdown source is meant to read well as plain text, so it is the text alternative as written.
+    return safe_html, source + "\n"
 
 
 def clean_name(name: str | None) -> str:
-    """A subscriber name with control characters (CR, LF, NUL...) removed and spaces folded."""
-    return " ".join(CONTROL.sub(" ", name or "").split())[:200]
+    """A subscriber name without control characters, with runs of spaces folded, at most 200 characters."""
+    return " ".join(CONTROL.sub(" ", name or "").split())[:MAX_NAME]
 
 
 def personalise(html_part: str, text_part: str, name: str | None) -> tuple[str, str]:
-    """Fill ``{{ name }}``: escaped in the HTML part, cleaned in both."""
+    """Fill ``{{ name }}`` (any spacing): escaped in the HTML part, cleaned in both, "there" when empty."""
     cleaned = clean_name(name) or FALLBACK_NAME
     escaped = html.escape(cleaned, quote=True)
-    return NAME_PLACEHOLDER.sub(lambda _m: escaped, html_part), NAME_PLACEHOLDER.sub(lambda _m: cleaned, text_part)
+    # Functions as replacements, so a backslash in a name is never read as a group reference.
+    return (NAME_PLACEHOLDER.sub(lambda _m: escaped, html_part),
+            NAME_PLACEHOLDER.sub(lambda _m: cleaned, text_part))
 
 
-def safe_header(value: str) -> str:
-    """A header value (subject, display name) with no way to start a new header line."""
-    return " ".join(CONTROL.sub(" ", value or "").split())[:250]
+def safe_header(value: str | None) -> str:
+    """A header value (subject, display name) that cannot start a new header line."""
+    return " ".join(CONTROL.sub(" ", value or "").split())[:MAX_HEADER]
 
 
 def make_unsubscribe_token(secret: str, subscriber_id: int, newsletter_id: int | None) -> str:
-    """A signed token for the one-click unsubscribe link.
+    """A signed token for the one-click unsubscribe link of one subscriber (and the newsletter it came in).
 
-    It does not expire on purpose: the link in a newsletter from last year must still work.
+    It has no timestamp and never expires, on purpose: the link in last year's newsletter
+    must still unsubscribe. Rotating SECRET_KEY is what invalidates old links.
     """
     return URLSafeSerializer(secret, salt=TOKEN_SALT).dumps([subscriber_id, newsletter_id])
 
 
 def read_unsubscribe_token(secret: str, token: str) -> tuple[int, int | None]:
-    """The (subscriber id, newsletter id) in a token; BadUnsubscribeToken if it is not ours."""
+    """The (subscriber id, newsletter id) signed in ``token``; BadUnsubscribeToken if we did not sign it."""
     try:
-        subscriber_id, newsletter_id = URLSafeSerializer(secret, salt=TOKEN_SALT).loads(token)
-    except (BadSignature, ValueError, TypeError) as exc:
+        payload = URLSafeSerializer(secret, salt=TOKEN_SALT).loads(token)
+    except BadData as exc:  # a bad signature, or a payload that is not ours
         raise BadUnsubscribeToken("invalid unsubscribe link") from exc
-    if not isinstance(subscriber_id, int) or not (newsletter_id is None or isinstance(newsletter_id, int)):
+    if not (isinstance(payload, list) and len(payload) == 2):
+        raise BadUnsubscribeToken("invalid unsubscribe link")
+    subscriber_id, newsletter_id = payload
+    if type(subscriber_id) is not int or not (newsletter_id is None or type(newsletter_id) is int):
         raise BadUnsubscribeToken("invalid unsubscribe link")
     return subscriber_id, newsletter_id
