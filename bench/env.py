@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from redis import Redis
@@ -88,3 +89,15 @@ def worker_process(*queues: str, burst: bool = True, extra: tuple[str, ...] = ()
         args.append("--burst")
     return subprocess.Popen(args, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def wait_for_workers(count: int, timeout: float = 60.0) -> None:
+    """Wait until ``count`` workers have registered with Redis (they are ready to take jobs)."""
+    from rq import Worker
+
+    redis = Redis.from_url(REDIS_URL)
+    deadline = time.monotonic() + timeout
+    while Worker.count(connection=redis) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} worker(s) did not start within {timeout:.0f} s")
+        time.sleep(0.05)

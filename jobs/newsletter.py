@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 
 from flask import current_app
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.errors import JobFailed, TransientError
 from jobs.runtime import JobContext, job_entry
@@ -88,17 +89,14 @@ def send_newsletter(ctx: JobContext) -> dict:
 def send_newsletter_batch(ctx: JobContext) -> dict:
     """Send one batch's pending deliveries over one SMTP connection."""
     newsletter = _newsletter(ctx)
+    newsletter_id, subject = newsletter.id, newsletter.subject
     batch_no = int(ctx.params["batch_no"])
+    sender = current_app.config["MAIL_DEFAULT_SENDER"]
     html, plain = render_body(newsletter.body, newsletter.body_format)
-    # Each "sent" mark is committed before the next message goes out. Without waiting for
-    # the WAL flush, a commit costs microseconds instead of an fsync; the mark is visible to
-    # every other session at once, so a killed worker still never re-sends it. Only a crash
-    # of the PostgreSQL server itself could forget the last fraction of a second of marks.
-    db.session.execute(text("SET synchronous_commit TO off"))
     rows = db.session.execute(
         select(Delivery.id, Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.active)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.newsletter_id == newsletter.id, Delivery.batch_no == batch_no,
+        .where(Delivery.newsletter_id == newsletter_id, Delivery.batch_no == batch_no,
                Delivery.status == DeliveryStatus.PENDING.value)
         .order_by(Delivery.id)
     ).all()
@@ -106,51 +104,76 @@ def send_newsletter_batch(ctx: JobContext) -> dict:
     total = len(rows)
     done = {"sent": 0, "failed": 0}
 
-    def messages():
-        for delivery_id, subscriber_id, email, name, active in rows:
-            if not active:
-                _mark(delivery_id, DeliveryStatus.SKIPPED, "unsubscribed before sending")
-                continue
-            page_url, post_url = _unsubscribe_urls(subscriber_id, newsletter.id)
-            body_html, body_text = personalise(html, plain, name)
-            yield delivery_id, build_message(
-                sender=current_app.config["MAIL_DEFAULT_SENDER"], to_email=email, to_name=name,
-                subject=newsletter.subject, html=body_html, text=body_text,
-                unsubscribe_url=page_url, unsubscribe_post_url=post_url,
-            )
+    with DeliveryMarks() as marks:
 
-    def on_sent(delivery_id: int) -> None:
-        _mark(delivery_id, DeliveryStatus.SENT)
-        done["sent"] += 1
-        ctx.progress(done["sent"] + done["failed"], total, "Sending")
+        def messages():
+            for delivery_id, subscriber_id, email, name, active in rows:
+                if not active:
+                    marks.record(delivery_id, DeliveryStatus.SKIPPED, "unsubscribed before sending")
+                    continue
+                page_url, post_url = _unsubscribe_urls(subscriber_id, newsletter_id)
+                body_html, body_text = personalise(html, plain, name)
+                yield delivery_id, build_message(
+                    sender=sender, to_email=email, to_name=name, subject=subject, html=body_html, text=body_text,
+                    unsubscribe_url=page_url, unsubscribe_post_url=post_url,
+                )
 
-    def on_failed(delivery_id: int, error: str) -> None:
-        _mark(delivery_id, DeliveryStatus.FAILED, error)
-        done["failed"] += 1
+        def on_sent(delivery_id: int) -> None:
+            marks.record(delivery_id, DeliveryStatus.SENT)
+            done["sent"] += 1
+            ctx.progress(done["sent"] + done["failed"], total, "Sending")
 
-    limiter = None
-    rate = float(current_app.config["NEWSLETTER_RATE_PER_SECOND"])
-    if rate > 0:
-        limiter = RateLimiter(queueing.redis_conn(), "backhaul:newsletter-rate", rate)
-    try:
-        send_batch(mail, messages(), on_sent=on_sent, on_failed=on_failed, rate_limiter=limiter,
-                   check_cancelled=ctx.check_cancelled)
-    except TransientSMTPError as exc:
-        raise TransientError(f"Mail server unavailable after {done['sent']} sent in this batch: {exc}") from exc
+        def on_failed(delivery_id: int, error: str) -> None:
+            marks.record(delivery_id, DeliveryStatus.FAILED, error)
+            done["failed"] += 1
+
+        limiter = None
+        rate = float(current_app.config["NEWSLETTER_RATE_PER_SECOND"])
+        if rate > 0:
+            limiter = RateLimiter(queueing.redis_conn(), "backhaul:newsletter-rate", rate)
+        try:
+            send_batch(mail, messages(), on_sent=on_sent, on_failed=on_failed, rate_limiter=limiter,
+                       check_cancelled=ctx.check_cancelled)
+        except TransientSMTPError as exc:
+            raise TransientError(f"Mail server unavailable after {done['sent']} sent in this batch: {exc}") from exc
     return {"sent": done["sent"], "failed": done["failed"],
             "summary": f"Batch {batch_no + 1}: {done['sent']} sent, {done['failed']} failed"}
 
 
-def _mark(delivery_id: int, status: DeliveryStatus, error: str | None = None) -> None:
-    """Record what happened to one delivery, committed at once (this is the exactly-once boundary)."""
-    values = {"status": status.value, "error": (error or None) and error[:500]}
-    if status == DeliveryStatus.SENT:
-        values["sent_at"] = utcnow()
-    db.session.execute(
-        update(Delivery).where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING.value)
-        .values(**values).execution_options(synchronize_session=False)
+class DeliveryMarks:
+    """Records what happened to each delivery, each mark committed before the next message goes out.
+
+    This is the exactly-once boundary. The marks go over one connection of their own in
+    autocommit mode: one round trip per mark, no transaction left open while a slow SMTP
+    server answers. ``synchronous_commit`` is off for that connection: a commit costs
+    microseconds instead of an fsync, and the mark is visible to every other session at
+    once, so a killed worker still never re-sends it; only a crash of the PostgreSQL
+    server itself could forget the last fraction of a second of marks.
+    """
+
+    STATEMENT = text(
+        "UPDATE deliveries SET status = :status, error = :error, sent_at = :sent_at "
+        "WHERE id = :id AND status = 'pending'"
     )
-    db.session.commit()
+
+    def __enter__(self) -> DeliveryMarks:
+        self.connection = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.connection.execute(text("SET synchronous_commit TO off"))
+        return self
+
+    def record(self, delivery_id: int, status: DeliveryStatus, error: str | None = None) -> None:
+        """Mark one still-pending delivery ``status`` (with the server's words for a failure)."""
+        self.connection.execute(self.STATEMENT, {
+            "id": delivery_id, "status": status.value, "error": (error or None) and error[:500],
+            "sent_at": utcnow() if status == DeliveryStatus.SENT else None,
+        })
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.connection.execute(text("RESET synchronous_commit"))
+        except SQLAlchemyError:
+            self.connection.invalidate()  # broken: never handed to anyone else
+        self.connection.close()
 
 
 @job_entry

@@ -227,7 +227,8 @@ class _Session:
         settings = self.settings
         if settings.suppress:
             return
-        context = ssl.create_default_context()
+        # Loading the system's certificates takes milliseconds: only when TLS is asked for.
+        context = ssl.create_default_context() if settings.use_ssl or settings.use_tls else None
         if settings.use_ssl:
             host: smtplib.SMTP = smtplib.SMTP_SSL(settings.server, settings.port, timeout=self.timeout,
                                                   context=context)
