@@ -44,10 +44,10 @@ test: venv system-deps
 	$(PY) -m bench --quick
 	$(PY) -m pytest
 
-bench: venv
+bench: venv system-deps
 	$(PY) -m bench
 
-bench-quick: venv
+bench-quick: venv system-deps
 	$(PY) -m bench --quick
 
 lint: venv

@@ -28,6 +28,7 @@ from jobs.worker import BackhaulWorker, ReconcilerThread
 from webapp import create_app, jobstate
 from webapp.extensions import db
 from webapp.kinds import KINDS, QUEUES
+from webapp.models import Job
 from webapp.queueing import get_queue
 
 log = logging.getLogger("backhaul.worker")
@@ -71,14 +72,17 @@ def preload_job_modules() -> None:
 def warm_up_statements() -> None:
     """Run the job-lifecycle statements once against a row that does not exist.
 
-    SQLAlchemy caches compiled statements per process; compiled here in the parent,
-    they are inherited by every forked work horse instead of being compiled per job.
+    SQLAlchemy caches compiled statements per process: compiled here, before the first
+    fork, they serve the main process's claims and results and are inherited by every
+    work horse (progress, cancel checks) instead of being compiled per job.
     """
     ghost = uuid.uuid4()
     jobstate.start(ghost, "warm-up", "warm-up")
     jobstate.report_progress(ghost, 0, None)
+    db.session.scalar(db.select(Job.cancel_requested).where(Job.id == ghost))
     jobstate.heartbeat(ghost)
-    jobstate.succeed(ghost, {}, "")
+    jobstate.heartbeat(ghost, "warm-up")
+    jobstate.succeed(ghost, {}, "", rq_job_id="warm-up")
     db.session.rollback()
 
 
@@ -138,7 +142,9 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
         worker = BackhaulWorker(
             queues, connection=connection, serializer=JSONSerializer, name=name, app=app,
             shutdown_grace=app.config["SHUTDOWN_GRACE_SECONDS"],
-            default_result_ttl=app.config["RESULT_TTL_SECONDS"], job_monitoring_interval=5,
+            default_result_ttl=app.config["RESULT_TTL_SECONDS"],
+            # The main process wakes this often while a horse works, and beats the row's heartbeat.
+            job_monitoring_interval=max(1, round(app.config["JOB_HEARTBEAT_SECONDS"])),
         )
         log.info("worker %s serving %s (%s)", name, ", ".join(queue_names), priority)
         if not args.no_reconciler:

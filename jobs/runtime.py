@@ -2,23 +2,27 @@
 
 A job entry point is ``@job_entry def fn(ctx: JobContext) -> dict``; RQ calls the
 wrapped function with the row id only. The wrapper:
-- claims the row (queued -> running) or quietly drops a stale/duplicate delivery;
-- keeps a heartbeat on the row from a small thread, so the reconciler can tell a
-  live job from one whose process died;
+- runs the job on the row the worker claimed (queued -> running) in its main process
+  before forking this one, or claims it here; a stale or duplicate delivery is dropped;
 - caps the work process's memory (RLIMIT_AS) so one bad input fails one job;
-- records success, a permanent failure, a retry or a cancellation on the row, and
-  re-raises failures so RQ's own failure handling and retries run.
+- records a permanent failure, a retry or a cancellation on the row, and re-raises
+  failures so RQ's own failure handling and retries run;
+- hands the result to the worker's main process (a file in the scratch root), which
+  records it on the row once this process has exited: it holds a warm connection,
+  this process would have to open one. A job that other jobs wait on records its
+  success here, before RQ releases them, so they always find it succeeded.
+The worker's main process also keeps the row's heartbeat while the job runs (jobs/worker.py).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import resource
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -63,11 +68,18 @@ class JobContext:
         self.params: dict[str, Any] = dict(job.params or {})
         self.attempt: int = job.attempts
         self.max_attempts: int = job.max_attempts
-        self.scratch: Path = scratch_dir_for(job.id)
-        self.scratch.mkdir(parents=True, exist_ok=True)
+        self._scratch: Path | None = None
         self._last_progress = 0.0
         self._quarters_logged = 0
         self._last_cancel_check = time.monotonic()
+
+    @property
+    def scratch(self) -> Path:
+        """This job's own folder for temporary files (created on first use, removed when the job ends)."""
+        if self._scratch is None:
+            self._scratch = scratch_dir_for(self.job_id)
+            self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
 
     def progress(self, done: int, total: int | None, message: str | None = None, *, force: bool = False) -> None:
         """Report progress; writes are throttled, and each write also checks for cancellation."""
@@ -97,31 +109,6 @@ class JobContext:
             raise JobCancelled()
 
 
-class Heartbeat(threading.Thread):
-    """Touches the row's heartbeat every few seconds while the job runs."""
-
-    def __init__(self, app, job_id: uuid.UUID, every: float) -> None:
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.app = app
-        self.job_id = job_id
-        self.every = every
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        """Beat until stopped; a failed beat is logged and tried again next time."""
-        while not self.stopped.wait(self.every):
-            try:
-                with self.app.app_context():
-                    jobstate.heartbeat(self.job_id)
-            except Exception:  # noqa: BLE001 - a missed beat must never kill the job
-                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
-
-    def stop(self) -> None:
-        """Stop beating and wait for the thread."""
-        self.stopped.set()
-        self.join(timeout=5)
-
-
 def cap_memory(megabytes: int | None) -> None:
     """Limit this (work-horse) process's address space to its current size plus ``megabytes``."""
     if not megabytes:
@@ -143,61 +130,121 @@ def _no_more_rq_retries() -> None:
         rq_job.retries_left = 0
 
 
+# Rows the worker's main process claimed for the delivery it is about to fork a work
+# process for, by RQ job id (None: the row was not this delivery's to run). The work
+# process inherits this dict with the rest of the parent's memory.
+_claims: dict[str, Job | None] = {}
+
+
+def hold_claim(rq_job_id: str, job: Job | None) -> None:
+    """Before forking: the claim the work process for ``rq_job_id`` will find."""
+    _claims.clear()
+    _claims[rq_job_id] = job
+
+
+def _claim(row_id: uuid.UUID, rq_job: Any, rq_job_id: str) -> Job | None:
+    """The row claimed for this delivery by the worker, or claimed here when it did not."""
+    if rq_job_id in _claims:
+        return _claims.pop(rq_job_id)
+    worker_name = f"{rq_job.worker_name if rq_job is not None and rq_job.worker_name else 'worker'}/{os.getpid()}"
+    return jobstate.start(row_id, rq_job_id, worker_name)
+
+
 def run_job(job_id: str, fn: Callable[[JobContext], dict]) -> dict[str, Any]:
     """Claim, run and record one job; see the module docstring."""
     app = current_app._get_current_object()
     rq_job = get_current_job()
     rq_job_id = rq_job.id if rq_job is not None else f"{job_id}_local"
-    # The work process's pid goes with the worker name: operators (and fault tests) can find it.
-    worker_name = f"{rq_job.worker_name if rq_job is not None and rq_job.worker_name else 'worker'}/{os.getpid()}"
     row_id = uuid.UUID(job_id)
-    job = jobstate.start(row_id, rq_job_id, worker_name)
+    job = _claim(row_id, rq_job, rq_job_id)
     if job is None:
         log.info("job %s: delivery %s is stale or the job is not queued; skipped", job_id, rq_job_id)
         return {"skipped": True}
     policy = get_kind(job.kind)
     ctx = JobContext(job)
-    beat = Heartbeat(app, row_id, app.config["JOB_HEARTBEAT_SECONDS"])
-    beat.start()
     try:
         cap_memory(policy.memory_mb and min(policy.memory_mb, app.config["JOB_MEMORY_MB"]))
         result = fn(ctx) or {}
     except JobCancelled:
-        beat.stop()
         db.session.rollback()
         jobstate.mark_cancelled(row_id, "Cancelled while running; partial output removed")
         return {"cancelled": True}
     except JobTimeoutException:
-        beat.stop()
         db.session.rollback()
         _no_more_rq_retries()
         limit = describe_seconds(timeout_for(policy, app.config["JOB_TIMEOUTS"]))
         jobstate.fail(row_id, f"Took longer than {limit} and was stopped.")
         raise
     except MemoryError:
-        beat.stop()
         db.session.rollback()
         _no_more_rq_retries()
         jobstate.fail(row_id, f"Ran out of memory (limit {policy.memory_mb} MB); the input is too large to process.")
         raise
     except JobFailed as exc:
-        beat.stop()
         db.session.rollback()
         _no_more_rq_retries()
         jobstate.fail(row_id, str(exc) or "Failed")
         raise
     except Exception as exc:
-        beat.stop()
         db.session.rollback()
         reason = str(exc) if isinstance(exc, TransientError) else f"Unexpected error ({type(exc).__name__}: {exc})"
         _handle_retryable(row_id, reason[:300])
         raise
     else:
-        beat.stop()
-        jobstate.succeed(row_id, result, result.get("summary", "Done"))
+        if _others_wait_on(rq_job):
+            jobstate.succeed(row_id, result, result.get("summary", "Done"))
+        else:
+            hand_over_result(rq_job_id, result)
         return result
     finally:
-        shutil.rmtree(ctx.scratch, ignore_errors=True)
+        if ctx._scratch is not None:
+            shutil.rmtree(ctx._scratch, ignore_errors=True)
+
+
+def _others_wait_on(rq_job: Any) -> bool:
+    """Whether jobs depend on this one (RQ releases them as soon as this process returns)."""
+    if rq_job is None:
+        return True
+    try:
+        return bool(rq_job.dependent_ids)
+    except RedisError:
+        return True  # cannot tell: record here, which is always correct
+
+
+def _result_file(rq_job_id: str) -> Path:
+    """Where a work process leaves its result for the worker's main process (same host, same scratch root)."""
+    folder = scratch_root() / "results"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{rq_job_id}.json"
+
+
+def hand_over_result(rq_job_id: str, result: dict[str, Any]) -> None:
+    """In the work process: leave the result for the main process, which records it after this process exits.
+
+    A file rather than RQ's stored result: the row must not depend on Redis being there.
+    """
+    final = _result_file(rq_job_id)
+    partial = final.with_suffix(".part")
+    partial.write_text(json.dumps(result))
+    os.replace(partial, final)
+
+
+def record_result(row_id: uuid.UUID, rq_job_id: str) -> bool:
+    """In the worker's main process: record what the work process handed over, if the row still awaits it.
+
+    True when the row moved to succeeded. Nothing happens when the work process left
+    nothing (it failed, was killed, or recorded the end itself), nor to a row that is
+    not running this delivery any more.
+    """
+    final = _result_file(rq_job_id)
+    try:
+        result = json.loads(final.read_text())
+    except FileNotFoundError:
+        return False
+    try:
+        return jobstate.succeed(row_id, result, str(result.get("summary", "Done")), rq_job_id=rq_job_id) is not None
+    finally:
+        final.unlink(missing_ok=True)
 
 
 def _handle_retryable(row_id: uuid.UUID, reason: str) -> None:

@@ -1,6 +1,10 @@
 """Backhaul's RQ worker: a forking worker that keeps the job rows true.
 
 On top of rq.Worker it:
+- claims the job's row (queued -> running) in the main process before forking, and
+  records the work horse's result on the row after it exits: the main process has a
+  warm database connection and compiled statements, a fresh work horse has neither;
+- keeps the row's heartbeat from the main process while the horse works;
 - gives each work horse a fresh database pool and an app context;
 - fixes the row at once when a work horse dies (killed, OOM, stopped by cancel);
 - on SIGTERM lets the running job finish for a grace period, then hands it back;
@@ -10,6 +14,7 @@ On top of rq.Worker it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,9 +23,12 @@ import threading
 import uuid
 
 from flask import Flask
+from redis.exceptions import RedisError
 from rq import Worker
 from rq.job import Job as RQJob
+from sqlalchemy.exc import SQLAlchemyError
 
+from jobs import runtime
 from webapp import jobstate, reconciler
 from webapp.extensions import db
 from webapp.models import Job, JobStatus
@@ -56,8 +64,59 @@ class BackhaulWorker(Worker):
             super().main_work_horse(job, queue)
 
     # --- in the parent -----------------------------------------------------
+    def fork_work_horse(self, job: RQJob, queue) -> None:
+        """Claim the row, then fork the horse, which inherits the claim."""
+        row_id = row_id_of(job)
+        if row_id is not None:
+            self._claim(row_id, job)
+        super().fork_work_horse(job, queue)
+
+    def _claim(self, row_id: uuid.UUID, job: RQJob) -> Job | None:
+        """queued -> running for this delivery; when the database fails, the horse tries itself.
+
+        The row names this worker; the horse's pid joins it with the first heartbeat (a
+        job done before then never needed it), which keeps that write off every job's path.
+        """
+        try:
+            claimed = self._in_app(jobstate.start, row_id, job.id, self.name, raise_errors=True)
+        except SQLAlchemyError:
+            log.warning("could not claim job %s before forking; its work process will", row_id, exc_info=True)
+            runtime.hold_claim("", None)
+            return None
+        runtime.hold_claim(job.id, claimed)
+        return claimed
+
+    def _in_app(self, fn, *args, raise_errors: bool = False):
+        """Run a jobstate call in the main process's app context; a database error is logged, or raised."""
+        with self.app.app_context():
+            try:
+                return fn(*args)
+            except SQLAlchemyError:
+                db.session.rollback()
+                if raise_errors:
+                    raise
+                log.warning("%s failed for %s", fn.__name__, args[0], exc_info=True)
+                return None
+            finally:
+                db.session.remove()
+
+    def maintain_heartbeats(self, job: RQJob) -> None:
+        """RQ's heartbeats, and the row's: the reconciler tells a live job from a dead one by it."""
+        row_id = row_id_of(job)
+        if row_id is not None:
+            self._in_app(jobstate.heartbeat, row_id, f"{self.name}/{self.horse_pid}")
+        try:
+            super().maintain_heartbeats(job)
+        except RedisError:
+            # The row's heartbeat went to PostgreSQL, so the job still looks alive; keep waiting.
+            log.warning("could not reach Redis for RQ's heartbeat of job %s", job.id)
+
     def handle_work_horse_killed(self, job: RQJob, retpid, ret_val, rusage) -> None:
-        """The horse died without recording anything: hand the job back (or fail it) now."""
+        """The horse died: record the result it left, if it got that far; else hand the job back (or fail it)."""
+        row_id = row_id_of(job)
+        if row_id is not None and self._in_app(runtime.record_result, row_id, job.id):
+            super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+            return
         signal_no = os.WTERMSIG(ret_val) if ret_val and os.WIFSIGNALED(ret_val) else None
         if self._handing_back:
             reason = "Handed back while the worker shut down"
@@ -69,8 +128,25 @@ class BackhaulWorker(Worker):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
 
     def monitor_work_horse(self, job: RQJob, queue) -> None:
-        """Watch the horse; afterwards make sure its row is not left 'running'."""
-        super().monitor_work_horse(job, queue)
+        """Watch the horse; afterwards record its result, or make sure its row is not left 'running'."""
+        try:
+            super().monitor_work_horse(job, queue)
+        except RedisError:
+            # Redis went away while the horse worked: the row does not need it. Wait for the
+            # horse here, then record its result; the worker restarts once Redis is back.
+            log.warning("lost Redis while job %s ran; waiting for its work process", job.id)
+            if self.horse_pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.horse_pid, 0)
+            self._settle(job)
+            raise
+        self._settle(job)
+
+    def _settle(self, job: RQJob) -> None:
+        """Record the horse's result on the row; or, if it left none, do not leave the row running."""
+        row_id = row_id_of(job)
+        if row_id is None or self._in_app(runtime.record_result, row_id, job.id):
+            return
         self._settle_dead_horse(job, "Interrupted: the work process stopped", count_attempt=True)
 
     def _settle_dead_horse(self, rq_job: RQJob, reason: str, *, count_attempt: bool) -> None:

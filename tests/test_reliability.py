@@ -46,9 +46,14 @@ def events(app, job_id, event: str) -> int:
             select(func.count()).select_from(JobEvent).where(JobEvent.job_id == job_id, JobEvent.event == event))
 
 
+def wait_running(app, job_id) -> None:
+    """Wait until a worker has claimed the job."""
+    wait_for(lambda: row(app, job_id).status == "running", 20, message="the job to start")
+
+
 def horse_pid(app, job_id) -> int:
-    """The pid of the work process running the job (recorded with the worker's name)."""
-    job = wait_for(lambda: (j := row(app, job_id)).status == "running" and j.worker_name and j, 20,
+    """The pid of the work process running the job (joins the worker's name with the first heartbeat)."""
+    job = wait_for(lambda: (j := row(app, job_id)).status == "running" and "/" in (j.worker_name or "") and j, 20,
                    message="the job to start")
     return int(job.worker_name.rsplit("/", 1)[1])
 
@@ -62,7 +67,7 @@ def test_redis_losing_everything_loses_no_job(app, users, start_worker, test_env
     """FLUSHDB with jobs queued and running: all are handed over again and finish, each once."""
     start_worker("fast")
     running = submit(app, users["alice"], {"seconds": 4})
-    horse_pid(app, running)
+    wait_running(app, running)
     queued = [submit(app, users["alice"], {"seconds": 0.2}, f"q{i}") for i in range(5)]
     Redis.from_url(test_env["REDIS_URL"]).flushdb()
     flushed = time.monotonic()
@@ -118,7 +123,7 @@ def test_sigterm_lets_a_short_job_finish(app, users, start_worker):
     """A deploy's SIGTERM: a job that ends within the grace period finishes, then the worker exits."""
     worker = start_worker("fast")
     job_id = submit(app, users["alice"], {"seconds": 1})
-    horse_pid(app, job_id)
+    wait_running(app, job_id)
     os.kill(worker.pid, signal.SIGTERM)
     assert worker.proc.wait(20) == 0
     assert row(app, job_id).status == "succeeded"
@@ -128,7 +133,7 @@ def test_sigterm_hands_a_long_job_back_after_the_grace_period(app, users, start_
     """A job still running when the grace period ends goes back to the queue and runs again elsewhere."""
     worker = start_worker("fast")
     job_id = submit(app, users["alice"], {"seconds": 8})
-    horse_pid(app, job_id)
+    wait_running(app, job_id)
     os.kill(worker.pid, signal.SIGTERM)
     stopped = time.monotonic()
     worker.proc.wait(30)
@@ -165,7 +170,7 @@ def test_cancel_stops_a_job_that_never_checks_in_after_the_grace_period(app, use
     """A running job that ignores cancel is stopped hard by the reconciler; the row says cancelled."""
     start_worker("fast")
     job_id = submit(app, users["alice"], {"busy_seconds": 60})
-    horse_pid(app, job_id)
+    wait_running(app, job_id)
     with app.app_context():
         queueing.cancel(job_id)
     asked = time.monotonic()
@@ -178,7 +183,7 @@ def test_dropped_database_connections_are_survived(app, users, start_worker):
     """pg_terminate_backend on every connection of ours mid-job: the job is retried and completes."""
     start_worker("fast")
     job_id = submit(app, users["alice"], {"seconds": 4})
-    horse_pid(app, job_id)
+    wait_running(app, job_id)
     with app.app_context():
         db.session.execute(text(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 
 from webapp.extensions import db
 from webapp.kinds import get_kind
@@ -48,10 +48,11 @@ def _sources(target: JobStatus, among: Iterable[JobStatus]) -> list[str]:
 
 
 def record(job: Job, event: str, detail: str = "", seconds: float | None = None) -> None:
-    """Add a JobEvent for ``job`` to the session and write the matching log line."""
-    db.session.add(
-        JobEvent(job_id=job.id, kind=job.kind, event=event, attempt=job.attempts, seconds=seconds, detail=detail[:500])
-    )
+    """Insert a JobEvent for ``job`` in the current transaction and write the matching log line."""
+    # A plain INSERT rather than an object for the unit of work: two of these run on every job's path.
+    db.session.execute(insert(JobEvent).values(
+        job_id=job.id, kind=job.kind, event=event, attempt=job.attempts, seconds=seconds, detail=detail[:500],
+    ))
     log.info(
         "job %s %s%s",
         event,
@@ -74,14 +75,12 @@ def _move(job_id: uuid.UUID, target: JobStatus, among: Iterable[JobStatus], *ext
         update(Job)
         .where(Job.id == job_id, Job.status.in_(_sources(target, among)), *extra_where)
         .values(status=target.value, updated_at=utcnow(), **values)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    moved = db.session.execute(stmt).scalar_one_or_none()
-    if moved is None:
+    job = db.session.scalars(stmt).one_or_none()
+    if job is None:
         db.session.rollback()
-        return None
-    job = db.session.get(Job, job_id, populate_existing=True)
     return job
 
 
@@ -119,11 +118,13 @@ def create(
     return job
 
 
-def start(job_id: uuid.UUID, rq_job_id: str, worker_name: str) -> Job | None:
+def start(job_id: uuid.UUID, rq_job_id: str, worker_name: str | None) -> Job | None:
     """Claim a queued job for this RQ delivery; None when it is not ours to run.
 
     The ``rq_job_id`` condition drops stale deliveries: a copy left in Redis after
-    the reconciler re-enqueued the row under a new id never runs.
+    the reconciler re-enqueued the row under a new id never runs. The row comes back
+    detached with every column loaded, so reading it costs no further query (the
+    worker claims in its main process and the forked work process inherits it).
     """
     now = utcnow()
     job = _move(
@@ -137,12 +138,13 @@ def start(job_id: uuid.UUID, rq_job_id: str, worker_name: str) -> Job | None:
         heartbeat_at=now,
         finished_at=None,
         next_retry_at=None,
-        worker_name=worker_name[:200],
+        worker_name=worker_name and worker_name[:200],
         message="Starting",
         error=None,
     )
     if job is not None:
-        record(job, "started", f"attempt {job.attempts} of {job.max_attempts} on {worker_name}")
+        record(job, "started", f"attempt {job.attempts} of {job.max_attempts} on {worker_name or 'a worker'}")
+        db.session.expunge(job)
         db.session.commit()
     return job
 
@@ -159,9 +161,10 @@ def report_progress(job_id: uuid.UUID, done: int, total: int | None, message: st
     db.session.commit()
 
 
-def succeed(job_id: uuid.UUID, result: dict[str, Any], message: str) -> Job | None:
-    """Running -> succeeded with its result."""
-    job = _move(job_id, S, [R], result=result, message=message[:500], finished_at=utcnow(), error=None)
+def succeed(job_id: uuid.UUID, result: dict[str, Any], message: str, *, rq_job_id: str | None = None) -> Job | None:
+    """Running -> succeeded with its result (only if ``rq_job_id``, when given, is the delivery that ran)."""
+    delivery = [Job.rq_job_id == rq_job_id] if rq_job_id is not None else []
+    job = _move(job_id, S, [R], *delivery, result=result, message=message[:500], finished_at=utcnow(), error=None)
     if job is not None:
         job.progress_done = job.progress_total or job.progress_done
         record(job, "succeeded", message, seconds=job.duration_seconds)
@@ -325,10 +328,13 @@ def save_partial_result(job_id: uuid.UUID, partial: dict[str, Any]) -> None:
     db.session.commit()
 
 
-def heartbeat(job_id: uuid.UUID) -> None:
-    """Say that the process running this job is alive."""
+def heartbeat(job_id: uuid.UUID, worker_name: str | None = None) -> None:
+    """Say that the process running this job is alive (and, when given, which one it is)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if worker_name is not None:
+        values["worker_name"] = worker_name[:200]
     db.session.execute(
-        update(Job).where(Job.id == job_id, Job.status == R.value).values(heartbeat_at=utcnow())
+        update(Job).where(Job.id == job_id, Job.status == R.value).values(**values)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
