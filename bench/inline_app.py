@@ -14,6 +14,7 @@ import tempfile
 
 from flask import Blueprint, Response
 
+from bench import env
 from webapp import create_app
 from webapp.extensions import csrf, db
 
@@ -40,14 +41,14 @@ def inline_export():
 
 @inline.post("/inline/report")
 def inline_report():
-    """The same PDF report as the job (last 90 days), built in the request."""
+    """The same PDF report as the job (the lunch rush's period), built in the request."""
     from datetime import UTC, date, datetime, timedelta
 
     from jobs.report_pdf import build_sales_report
     from jobs.sales_report import _aggregates, _filters, _order_rows
 
     today = date.today()
-    params = {"date_from": (today - timedelta(days=90)).isoformat(), "date_to": today.isoformat()}
+    params = {"date_from": (today - timedelta(days=env.LUNCH_REPORT_DAYS)).isoformat(), "date_to": today.isoformat()}
     where, values = _filters(params)
     conn = db.engine.raw_connection()
     try:
@@ -55,7 +56,7 @@ def inline_report():
             totals, series, monthly = _aggregates(cur, where, values, daily=True)
         with tempfile.TemporaryDirectory() as folder:
             built = build_sales_report(
-                f"{folder}/report.pdf", title="Sales report", period_label="last 90 days",
+                f"{folder}/report.pdf", title="Sales report", period_label=f"last {env.LUNCH_REPORT_DAYS} days",
                 generated_at=datetime.now(UTC), totals=totals, series=series, monthly=monthly,
                 orders=_order_rows(conn, where, values), order_count=totals["orders"])
         conn.commit()

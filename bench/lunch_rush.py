@@ -1,7 +1,7 @@
 """The lunch rush (everyone exports at 12:15) and submit saturation, against gunicorn on loopback.
 
 Lunch rush: users arrive spread over a window; each logs in, submits an export (half of
-them a 90-day PDF report instead) and polls
+them a half-year PDF report instead) and polls
 its job until the download is there, while other requests load an ordinary page at a
 steady open-loop rate (scheduled by the clock, not by replies). Then the same users do
 the export inline in the request, on the benchmark-only app. Saturation: 50 concurrent
@@ -115,7 +115,7 @@ def rush(port: int, users: int, window: float, inline: bool, page_rate: float) -
             session = Session(port)
             token = session.login()
             started = time.perf_counter()
-            # Half the users export orders, half build a 90-day PDF report (the heavy one).
+            # Half the users export orders, half build a half-year PDF report (the heavy one).
             report = n % 2 == 1
             if inline:
                 status, _b, _h, seconds = session.request("POST", "/inline/report" if report else "/inline/export")
@@ -127,7 +127,7 @@ def rush(port: int, users: int, window: float, inline: bool, page_rate: float) -
             today = date.today()
             if report:
                 status, _b, headers, seconds = session.request("POST", "/reports/new", {
-                    "date_from": (today - timedelta(days=90)).isoformat(), "date_to": today.isoformat(),
+                    "date_from": (today - timedelta(days=env.LUNCH_REPORT_DAYS)).isoformat(), "date_to": today.isoformat(),
                     "status": "", "customer": "", "recipients": "", "csrf_token": token})
             else:
                 status, _b, headers, seconds = session.request("POST", "/exports/new", {
@@ -279,7 +279,7 @@ def run(quick: bool = False) -> list[dict]:
         rows.append({"benchmark": "Saturation (50 connections)", "variant": "backhaul export submit (login, CSRF)",
                      "size": f"{duration} s", "rate": real["rate"], "p99_ms": real["p99_ms"],
                      "note": f"{real['errors']} errors; {real['rate'] / bare['rate'] * 100:.0f}% of bare; "
-                             "Python client on the same 2 cores"})
+                             "wrk on the same 2 cores"})
     finally:
         for proc in workers:
             proc.terminate()

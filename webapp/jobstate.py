@@ -8,13 +8,14 @@ and one log line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, literal, or_, select, update
 
 from webapp.extensions import db
 from webapp.kinds import get_kind
@@ -53,6 +54,11 @@ def record(job: Job, event: str, detail: str = "", seconds: float | None = None)
     db.session.execute(insert(JobEvent).values(
         job_id=job.id, kind=job.kind, event=event, attempt=job.attempts, seconds=seconds, detail=detail[:500],
     ))
+    _log_event(job, event, detail, seconds)
+
+
+def _log_event(job: Job, event: str, detail: str, seconds: float | None = None) -> None:
+    """The log line that goes with every JobEvent."""
     log.info(
         "job %s %s%s",
         event,
@@ -84,6 +90,19 @@ def _move(job_id: uuid.UUID, target: JobStatus, among: Iterable[JobStatus], *ext
     return job
 
 
+@functools.cache
+def _submit_statement():
+    """INSERT a job row and, from what it returns, its "submitted" event: built once, reused by every submit."""
+    jobs, events = Job.__table__, JobEvent.__table__
+    row = (insert(jobs).values({column.key: bindparam(column.key, type_=column.type) for column in jobs.columns})
+           .returning(jobs.c.id, jobs.c.kind, jobs.c.attempts, jobs.c.created_at).cte("submitted_job"))
+    return insert(events).from_select(
+        ["job_id", "kind", "event", "attempt", "detail", "at"],
+        select(row.c.id, row.c.kind, literal("submitted"), row.c.attempts, bindparam("detail", type_=events.c.detail.type),
+               row.c.created_at),
+    )
+
+
 def create(
     kind: str,
     owner_id: int,
@@ -93,28 +112,28 @@ def create(
     depends_on: Job | None = None,
     parent: Job | None = None,
 ) -> Job:
-    """Add a queued job row for ``kind`` (the caller commits)."""
+    """Insert a queued job row for ``kind`` and its "submitted" event (the caller commits).
+
+    One statement writes both (the job's INSERT feeds the event's through a CTE): this
+    runs in every submit request. The returned Job is never added to the session: it
+    carries every column as written, for the caller to read.
+    """
     policy = get_kind(kind)
-    job = Job(
-        id=uuid.uuid4(),
-        kind=kind,
-        owner_id=owner_id,
-        queue=policy.queue,
-        title=title[:200],
-        params=params,
-        status=Q.value,
-        message="Queued",
-        max_attempts=policy.max_attempts,
-        depends_on_id=depends_on.id if depends_on else None,
-        parent_id=parent.id if parent else None,
-    )
-    # The first delivery's RQ id is set with the row, so submitting costs one transaction.
-    job.runs = 1
-    job.rq_job_id = f"{job.id}_1"
-    job.enqueued_at = utcnow()
-    db.session.add(job)
-    db.session.flush()
-    record(job, "submitted", title)
+    job_id = uuid.uuid4()
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": job_id, "kind": kind, "owner_id": owner_id, "status": Q.value, "queue": policy.queue,
+        "title": title[:200], "params": params, "result": None, "message": "Queued", "error": None,
+        "progress_done": 0, "progress_total": None, "attempts": 0, "max_attempts": policy.max_attempts,
+        # The first delivery's RQ id is set with the row, so submitting costs one transaction.
+        "rq_job_id": f"{job_id}_1", "runs": 1,
+        "depends_on_id": depends_on.id if depends_on else None, "parent_id": parent.id if parent else None,
+        "cancel_requested": False, "worker_name": None, "created_at": now, "updated_at": now, "enqueued_at": now,
+        "started_at": None, "finished_at": None, "heartbeat_at": None, "next_retry_at": None, "announced_at": None,
+    }
+    db.session.execute(_submit_statement(), {**values, "detail": title[:500]})
+    job = Job(**values)
+    _log_event(job, "submitted", title)
     return job
 
 

@@ -65,19 +65,23 @@ def retry_intervals(attempts_left: int) -> list[int]:
 
 def submit(kind: str, owner_id: int, params: dict, title: str, *, depends_on: Job | None = None,
            parent: Job | None = None) -> Job:
-    """Create the row, commit it, then hand it to Redis (the order matters: a fast worker must find the row)."""
+    """Create the row, commit it, then hand it to Redis (the order matters: a fast worker must find the row).
+
+    The returned Job is not in the session and carries every column as written, so
+    handing it over and redirecting to it cost no second query.
+    """
     job = jobstate.create(kind, owner_id, params, title, depends_on=depends_on, parent=parent)
     db.session.commit()
-    _push(job, job.rq_job_id, first=True)
+    _push(job, job.rq_job_id, first=True, depends_on=depends_on)
     return job
 
 
 def enqueue(job: Job) -> bool:
     """Hand ``job`` to its RQ queue under a fresh RQ job id; False when Redis is unreachable."""
-    return _push(job, jobstate.assign_rq_job(job.id), first=False)
+    return _push(job, jobstate.assign_rq_job(job.id), first=False, depends_on=job.depends_on)
 
 
-def _push(job: Job, rq_job_id: str, *, first: bool) -> bool:
+def _push(job: Job, rq_job_id: str, *, first: bool, depends_on: Job | None) -> bool:
     """Put one delivery of ``job`` on its queue; the row records only what did not go as planned."""
     policy = get_kind(job.kind)
     attempts_left = max(0, job.max_attempts - job.attempts - 1)
@@ -91,10 +95,10 @@ def _push(job: Job, rq_job_id: str, *, first: bool) -> bool:
     }
     if attempts_left:
         options["retry"] = Retry(max=attempts_left, interval=retry_intervals(attempts_left))
-    parent = job.depends_on
     try:
-        if parent is not None and parent.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
-            options["depends_on"] = parent.rq_job_id
+        if depends_on is not None and depends_on.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            # RQ decides atomically: it queues this one at once if the other has already finished.
+            options["depends_on"] = depends_on.rq_job_id
         get_queue(policy.queue).enqueue(policy.func, str(job.id), **options)
     except RedisError as exc:
         log.warning("job %s not handed to Redis (%s); the reconciler will retry", job.id, exc)
