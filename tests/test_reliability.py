@@ -228,6 +228,32 @@ def test_redis_away_for_a_while_then_everything_completes(app, users, tmp_path, 
         server.wait(10)
 
 
+def test_a_job_running_when_redis_goes_away_is_recorded_without_it(app, users, tmp_path, start_worker):
+    """Redis gone mid-job and not back: the job finishes, its row says succeeded, and it ran once."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _pings(url), 10, message="the private Redis")
+        from webapp import create_app
+
+        private = create_app({"TESTING": True, "REDIS_URL": url})
+        worker = start_worker("fast", reconciler=False, env={"REDIS_URL": url})
+        job_id = submit(private, users["alice"], {"seconds": 3})
+        wait_running(app, job_id)
+        server.terminate()
+        server.wait(10)
+        done = wait_for(lambda: (j := row(app, job_id)).status == "succeeded" and j, 30,
+                        message="the result recorded while Redis is away")
+        assert done.attempts == 1 and done.result["steps"] == 30
+        assert events(app, job_id, "started") == 1 and events(app, job_id, "succeeded") == 1
+        assert worker.proc.poll() is None, "the worker waits for Redis instead of exiting"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def _pings(url: str) -> bool:
     """True when Redis at ``url`` answers."""
     try:
