@@ -80,7 +80,6 @@ def warm_up_statements() -> None:
     jobstate.start(ghost, "warm-up", "warm-up")
     jobstate.report_progress(ghost, 0, None)
     db.session.scalar(db.select(Job.cancel_requested).where(Job.id == ghost))
-    jobstate.heartbeat(ghost)
     jobstate.heartbeat(ghost, "warm-up")
     jobstate.succeed(ghost, {}, "", rq_job_id="warm-up")
     db.session.rollback()

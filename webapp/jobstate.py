@@ -347,13 +347,11 @@ def save_partial_result(job_id: uuid.UUID, partial: dict[str, Any]) -> None:
     db.session.commit()
 
 
-def heartbeat(job_id: uuid.UUID, worker_name: str | None = None) -> None:
-    """Say that the process running this job is alive (and, when given, which one it is)."""
-    values: dict[str, Any] = {"heartbeat_at": utcnow()}
-    if worker_name is not None:
-        values["worker_name"] = worker_name[:200]
+def heartbeat(job_id: uuid.UUID, worker_name: str) -> None:
+    """Say that the process running this job is alive, and which one it is."""
     db.session.execute(
-        update(Job).where(Job.id == job_id, Job.status == R.value).values(**values)
+        update(Job).where(Job.id == job_id, Job.status == R.value)
+        .values(heartbeat_at=utcnow(), worker_name=worker_name[:200])
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
