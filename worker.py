@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
 from sqlalchemy import text
 
+from jobs import runtime
 from jobs.worker import BackhaulWorker, ReconcilerThread
 from webapp import create_app, jobstate
 from webapp.extensions import db
@@ -132,6 +133,7 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
         db.session.execute(text("SELECT 1"))
         warm_up_statements()
         db.session.remove()
+        runtime.remove_stale_results()
         # Everything loaded so far lives as long as the worker: keep it out of the
         # collector's reach so forked work horses do not copy those pages by touching them.
         gc.freeze()

@@ -218,6 +218,22 @@ def _result_file(rq_job_id: str) -> Path:
     return folder / f"{rq_job_id}.json"
 
 
+def remove_stale_results(older_than_seconds: float = 3600) -> int:
+    """Delete results no main process collected (it died first; the job was handed over again
+    under a new delivery id, so nobody will ever read them). Returns how many went."""
+    folder = scratch_root() / "results"
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    for path in folder.glob("*.json") if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 def hand_over_result(rq_job_id: str, result: dict[str, Any]) -> None:
     """In the work process: leave the result for the main process, which records it after this process exits.
 

@@ -154,3 +154,42 @@ def test_unknown_kind_cannot_be_submitted(app, users):
     with app.app_context():
         assert db.session.query(Job).count() == 0
     assert uuid
+
+
+def test_a_handed_over_result_is_recorded_once_and_only_for_its_own_delivery(app, users):
+    """The work process leaves its result; the worker records it on the row it claimed, once."""
+    from jobs import runtime
+
+    with app.app_context():
+        job = jobstate.create("selftest", users["alice"], {}, "t")
+        db.session.commit()
+        rq_id = jobstate.assign_rq_job(job.id)
+        assert jobstate.start(job.id, rq_id, "w") is not None
+        runtime.hand_over_result("someone-elses-delivery", {"summary": "stale"})
+        assert runtime.record_result(job.id, "someone-elses-delivery") is False, "not this row's delivery"
+        assert runtime.record_result(job.id, rq_id) is False, "nothing handed over yet"
+        runtime.hand_over_result(rq_id, {"summary": "Made 3 files", "files": 3})
+        assert runtime.record_result(job.id, rq_id) is True
+        assert runtime.record_result(job.id, rq_id) is False, "the file is used up"
+        db.session.expire_all()
+        row = db.session.get(Job, job.id)
+        assert (row.status, row.message, row.result) == ("succeeded", "Made 3 files", {"summary": "Made 3 files",
+                                                                                        "files": 3})
+
+
+def test_results_nobody_collected_are_removed_after_an_hour(app):
+    """A result whose worker died before reading it is never read (the job got a new delivery id)."""
+    import os
+    import time
+
+    from jobs import runtime
+
+    with app.app_context():
+        runtime.hand_over_result("old_1", {"summary": "x"})
+        runtime.hand_over_result("new_1", {"summary": "y"})
+        folder = runtime.scratch_root() / "results"
+        two_hours_ago = time.time() - 7200
+        os.utime(folder / "old_1.json", (two_hours_ago, two_hours_ago))
+        assert runtime.remove_stale_results() == 1
+        assert sorted(p.name for p in folder.glob("*.json")) == ["new_1.json"]
+        (folder / "new_1.json").unlink()
