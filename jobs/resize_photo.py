@@ -48,9 +48,6 @@ def resize_photo(ctx: JobContext) -> dict:
     except ImageRejected as exc:
         _discard_original(photo, original)
         raise JobFailed(str(exc)) from exc
-    except MemoryError:
-        _discard_original(photo, original)
-        raise JobFailed("Image too large to process within this job's memory limit.") from None
     variants: dict[str, dict] = {}
     for variant in made["variants"]:
         fmt = variant["format"].lower()
