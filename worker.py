@@ -29,7 +29,6 @@ from jobs.worker import BackhaulWorker, ReconcilerThread
 from webapp import create_app, jobstate
 from webapp.extensions import db
 from webapp.kinds import KINDS, QUEUES
-from webapp.models import Job
 from webapp.queueing import get_queue
 
 log = logging.getLogger("backhaul.worker")
@@ -80,7 +79,7 @@ def warm_up_statements() -> None:
     ghost = uuid.uuid4()
     jobstate.start(ghost, "warm-up", "warm-up")
     jobstate.report_progress(ghost, 0, None)
-    db.session.scalar(db.select(Job.cancel_requested).where(Job.id == ghost))
+    jobstate.cancel_requested(ghost)
     jobstate.heartbeat(ghost, "warm-up")
     jobstate.succeed(ghost, {}, "", rq_job_id="warm-up")
     db.session.rollback()

@@ -33,19 +33,17 @@ def noop() -> None:
     """The bare RQ job."""
 
 
-def _drain(args: list[str]) -> float:
-    """Start a burst worker with ``args`` and time it from its registration to its exit."""
-    from redis import Redis
-    from rq import Worker
-
-    redis = Redis.from_url(env.REDIS_URL)
-    proc = subprocess.Popen(args, cwd=env.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    while not Worker.count(connection=redis) and proc.poll() is None:
-        time.sleep(0.002)
+def _drain(proc: subprocess.Popen) -> float:
+    """Time a just-started burst worker from its registration with Redis to its exit."""
+    env.wait_for_workers(1, every=0.002, started=proc)
     started = time.perf_counter()
     proc.wait(600)
     return time.perf_counter() - started
+
+
+def _backhaul_worker() -> subprocess.Popen:
+    """Backhaul's worker on the fast queue, at normal CPU priority, leaving when the queue is empty."""
+    return env.worker_process("fast", extra=("--no-nice",))
 
 
 def _enqueue_noops(count: int) -> None:
@@ -63,10 +61,11 @@ def bare_rq(count: int, worker_class: str) -> dict:
     """No-op jobs enqueued with RQ, drained by a plain rq.Worker or by Backhaul's worker."""
     _enqueue_noops(count)
     if worker_class == "plain":
-        args = [sys.executable, "-c", PLAIN_WORKER.format(url=env.REDIS_URL)]
+        proc = subprocess.Popen([sys.executable, "-c", PLAIN_WORKER.format(url=env.REDIS_URL)], cwd=env.ROOT,
+                                env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:
-        args = [sys.executable, str(env.ROOT / "worker.py"), "fast", "--no-reconciler", "--no-nice", "--burst"]
-    return {"seconds": _drain(args), "done": count}
+        proc = _backhaul_worker()
+    return {"seconds": _drain(proc), "done": count}
 
 
 def backhaul(count: int) -> dict:
@@ -86,8 +85,7 @@ def backhaul(count: int) -> dict:
         for i in range(count):
             queueing.submit("selftest", owner, {}, f"bench {i}")
         submit_seconds = time.perf_counter() - started
-    seconds = _drain([sys.executable, str(env.ROOT / "worker.py"), "fast", "--no-reconciler", "--no-nice",
-                      "--burst"])
+    seconds = _drain(_backhaul_worker())
     with application.app_context():
         done = db.session.scalar(select(func.count()).select_from(Job).where(Job.kind == "selftest",
                                                                               Job.status == "succeeded"))

@@ -93,13 +93,20 @@ def worker_process(*queues: str, burst: bool = True, extra: tuple[str, ...] = ()
                             stderr=subprocess.DEVNULL)
 
 
-def wait_for_workers(count: int, timeout: float = 60.0) -> None:
-    """Wait until ``count`` workers have registered with Redis (they are ready to take jobs)."""
+def wait_for_workers(count: int, timeout: float = 60.0, *, every: float = 0.05,
+                     started: subprocess.Popen | None = None) -> None:
+    """Wait until ``count`` workers have registered with Redis (they are ready to take jobs).
+
+    With ``started``, also stop waiting if that process has already exited (a burst
+    worker with little to do may come and go between two looks).
+    """
     from rq import Worker
 
     redis = Redis.from_url(REDIS_URL)
     deadline = time.monotonic() + timeout
     while Worker.count(connection=redis) < count:
+        if started is not None and started.poll() is not None:
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{count} worker(s) did not start within {timeout:.0f} s")
-        time.sleep(0.05)
+        time.sleep(every)

@@ -131,7 +131,8 @@ def run(quick: bool = False) -> list[dict]:
     rows.append({"benchmark": "Newsletter", "variant": "backhaul: 2 workers, batches, 1 connection each",
                  "size": f"{count:,} messages", "seconds": ours["seconds"], "runs": 1,
                  "rate": ours["received"] / ours["seconds"],
-                 "note": f"{ours['received']:,} received, {ours['sent']:,} marked sent"})
+                 "note": f"{ours['received']:,} received ({ours['bytes'] / 1024:.1f} KB each), "
+                         f"{ours['sent']:,} marked sent"})
     naive_count = 100 if quick else 2_000
     naive = one_connection_per_message(naive_count)
     rows.append({"benchmark": "Newsletter", "variant": "naive: one connection per message, in one loop",

@@ -103,9 +103,7 @@ class JobContext:
         if not force and now - self._last_cancel_check < CANCEL_CHECK_EVERY_SECONDS:
             return
         self._last_cancel_check = now
-        requested = db.session.scalar(db.select(Job.cancel_requested).where(Job.id == self.job_id))
-        db.session.commit()
-        if requested:
+        if jobstate.cancel_requested(self.job_id):
             raise JobCancelled()
 
 
@@ -136,9 +134,13 @@ def _no_more_rq_retries() -> None:
 _claims: dict[str, Job | None] = {}
 
 
+def forget_claims() -> None:
+    """Before claiming the next delivery: none of the earlier ones is this one's."""
+    _claims.clear()
+
+
 def hold_claim(rq_job_id: str, job: Job | None) -> None:
     """Before forking: the claim the work process for ``rq_job_id`` will find."""
-    _claims.clear()
     _claims[rq_job_id] = job
 
 

@@ -35,6 +35,8 @@ from webapp.models import Job, JobStatus
 
 log = logging.getLogger("backhaul.worker")
 
+STOPPED = "Interrupted: the work process stopped"
+
 
 def row_id_of(rq_job: RQJob) -> uuid.UUID | None:
     """The job row id carried by an RQ job (its only argument)."""
@@ -71,20 +73,19 @@ class BackhaulWorker(Worker):
             self._claim(row_id, job)
         super().fork_work_horse(job, queue)
 
-    def _claim(self, row_id: uuid.UUID, job: RQJob) -> Job | None:
+    def _claim(self, row_id: uuid.UUID, job: RQJob) -> None:
         """queued -> running for this delivery; when the database fails, the horse tries itself.
 
         The row names this worker; the horse's pid joins it with the first heartbeat (a
         job done before then never needed it), which keeps that write off every job's path.
         """
+        runtime.forget_claims()
         try:
             claimed = self._in_app(jobstate.start, row_id, job.id, self.name, raise_errors=True)
         except SQLAlchemyError:
             log.warning("could not claim job %s before forking; its work process will", row_id, exc_info=True)
-            runtime.hold_claim("", None)
-            return None
+            return
         runtime.hold_claim(job.id, claimed)
-        return claimed
 
     def _in_app(self, fn, *args, raise_errors: bool = False):
         """Run a jobstate call in the main process's app context; a database error is logged, or raised."""
@@ -113,10 +114,6 @@ class BackhaulWorker(Worker):
 
     def handle_work_horse_killed(self, job: RQJob, retpid, ret_val, rusage) -> None:
         """The horse died: record the result it left, if it got that far; else hand the job back (or fail it)."""
-        row_id = row_id_of(job)
-        if row_id is not None and self._in_app(runtime.record_result, row_id, job.id):
-            super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-            return
         signal_no = os.WTERMSIG(ret_val) if ret_val and os.WIFSIGNALED(ret_val) else None
         if self._handing_back:
             reason = "Handed back while the worker shut down"
@@ -124,7 +121,7 @@ class BackhaulWorker(Worker):
             reason = "Interrupted: the work process was killed (out of memory or stopped)"
         else:
             reason = f"Interrupted: the work process died (exit status {ret_val})"
-        self._settle_dead_horse(job, reason, count_attempt=not self._handing_back)
+        self._settle(job, reason, count_attempt=not self._handing_back)
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
 
     def monitor_work_horse(self, job: RQJob, queue) -> None:
@@ -138,16 +135,16 @@ class BackhaulWorker(Worker):
             if self.horse_pid:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(self.horse_pid, 0)
-            self._settle(job)
+            self._settle(job, STOPPED)
             raise
-        self._settle(job)
+        self._settle(job, STOPPED)
 
-    def _settle(self, job: RQJob) -> None:
-        """Record the horse's result on the row; or, if it left none, do not leave the row running."""
+    def _settle(self, job: RQJob, reason: str, *, count_attempt: bool = True) -> None:
+        """Record the result the horse left on the row; if it left none, do not leave the row running."""
         row_id = row_id_of(job)
         if row_id is None or self._in_app(runtime.record_result, row_id, job.id):
             return
-        self._settle_dead_horse(job, "Interrupted: the work process stopped", count_attempt=True)
+        self._settle_dead_horse(job, reason, count_attempt=count_attempt)
 
     def _settle_dead_horse(self, rq_job: RQJob, reason: str, *, count_attempt: bool) -> None:
         """If the row still says running for this delivery, cancel or interrupt it and clean up."""

@@ -137,7 +137,7 @@ def create(
     return job
 
 
-def start(job_id: uuid.UUID, rq_job_id: str, worker_name: str | None) -> Job | None:
+def start(job_id: uuid.UUID, rq_job_id: str, worker_name: str) -> Job | None:
     """Claim a queued job for this RQ delivery; None when it is not ours to run.
 
     The ``rq_job_id`` condition drops stale deliveries: a copy left in Redis after
@@ -157,12 +157,12 @@ def start(job_id: uuid.UUID, rq_job_id: str, worker_name: str | None) -> Job | N
         heartbeat_at=now,
         finished_at=None,
         next_retry_at=None,
-        worker_name=worker_name and worker_name[:200],
+        worker_name=worker_name[:200],
         message="Starting",
         error=None,
     )
     if job is not None:
-        record(job, "started", f"attempt {job.attempts} of {job.max_attempts} on {worker_name or 'a worker'}")
+        record(job, "started", f"attempt {job.attempts} of {job.max_attempts} on {worker_name}")
         db.session.expunge(job)
         db.session.commit()
     return job
@@ -345,6 +345,13 @@ def save_partial_result(job_id: uuid.UUID, partial: dict[str, Any]) -> None:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
+
+
+def cancel_requested(job_id: uuid.UUID) -> bool:
+    """Whether someone asked to cancel the job (read fresh, transaction ended)."""
+    requested = db.session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    db.session.commit()
+    return bool(requested)
 
 
 def heartbeat(job_id: uuid.UUID, worker_name: str) -> None:
