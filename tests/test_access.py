@@ -100,3 +100,19 @@ def test_forms_without_a_csrf_token_are_refused(as_alice):
     response = as_alice.client.post("/exports/new", data={"date_from": "2026-01-01", "date_to": "2026-01-02"})
     assert response.status_code == 400
     assert "Form expired" in response.get_data(as_text=True)
+
+
+def test_an_accounts_changes_apply_at_its_next_request(app, users, as_admin, as_alice):
+    """The logged-in user is read afresh on every request: a revoked admin right or a
+    deleted account takes effect at once, without logging out."""
+    from webapp.models import User
+
+    assert as_admin.get("/rq/").status_code == 200
+    with app.app_context():
+        db.session.get(User, users["root"]).is_admin = False
+        db.session.commit()
+    assert as_admin.get("/rq/").status_code == 403
+    with app.app_context():
+        db.session.delete(db.session.get(User, users["alice"]))
+        db.session.commit()
+    assert as_alice.get("/jobs/").headers["Location"].startswith("/login")
