@@ -25,7 +25,7 @@ from datetime import date, timedelta
 
 from bench import env
 
-TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 class Session:

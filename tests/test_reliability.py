@@ -273,11 +273,11 @@ def _http_client(base: str):
 
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     page = opener.open(f"{base}/login", timeout=30).read().decode()
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     body = urllib.parse.urlencode({"email": "alice@example.com", "password": PASSWORD, "csrf_token": token})
     opener.open(f"{base}/login", body.encode(), timeout=30).read()
     page = opener.open(f"{base}/exports/new", timeout=30).read().decode()
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     return opener, token
 
 

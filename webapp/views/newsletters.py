@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
@@ -13,6 +12,7 @@ from wtforms.validators import InputRequired, Length
 from webapp import queueing
 from webapp.access import visible
 from webapp.extensions import db
+from webapp.forms import Form
 from webapp.models import Delivery, Newsletter, Subscriber
 from webapp.models.job import TERMINAL
 from webapp.newsletter_content import render_body
@@ -24,7 +24,7 @@ bp = Blueprint("newsletters", __name__, url_prefix="/newsletters")
 REPORT_PAGE = 100
 
 
-class NewsletterForm(FlaskForm):
+class NewsletterForm(Form):
     """Subject and body."""
 
     subject = StringField("Subject", validators=[InputRequired(message="Write a subject."), Length(max=200)])

@@ -8,7 +8,6 @@ from functools import wraps
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
@@ -18,6 +17,7 @@ from wtforms.validators import NumberRange, Optional
 from webapp import queueing
 from webapp.charts import stacked_bars
 from webapp.extensions import db
+from webapp.forms import Form
 from webapp.kinds import KINDS, QUEUES
 from webapp.metrics import JobsCollector, queue_ages, queue_depths, worker_states
 from webapp.models import JobEvent
@@ -44,7 +44,7 @@ def admin_required(view):
     return wrapped
 
 
-class SelfTestForm(FlaskForm):
+class SelfTestForm(Form):
     """Parameters of a diagnostic job."""
 
     seconds = DecimalField("Seconds of work", default=5, validators=[Optional(), NumberRange(0, 600)])

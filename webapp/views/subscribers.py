@@ -5,7 +5,6 @@ from __future__ import annotations
 from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +13,7 @@ from wtforms.validators import InputRequired, Length, ValidationError
 
 from webapp import queueing, storage
 from webapp.extensions import csrf, db
+from webapp.forms import Form
 from webapp.models import Subscriber
 from webapp.models.job import utcnow
 from webapp.newsletter_content import read_unsubscribe_token
@@ -24,7 +24,7 @@ PAGE = 50
 IMPORT_MAX_MB = 20
 
 
-class SubscriberForm(FlaskForm):
+class SubscriberForm(Form):
     """One address and an optional name."""
 
     email = EmailField("E-mail", validators=[InputRequired(message="Enter an e-mail address."), Length(max=254)])
@@ -39,7 +39,7 @@ class SubscriberForm(FlaskForm):
             raise ValidationError(str(exc)) from None
 
 
-class ImportForm(FlaskForm):
+class ImportForm(Form):
     """A CSV file of addresses."""
 
     csv_file = FileField("CSV file", validators=[FileRequired(message="Choose a CSV file.")])
