@@ -108,6 +108,7 @@ def clean_state(request, test_env) -> Iterator[None]:
         yield
         return
     app = request.getfixturevalue("app")
+    from webapp import signed_in
     from webapp.extensions import db
 
     with app.app_context():
@@ -115,6 +116,8 @@ def clean_state(request, test_env) -> Iterator[None]:
         db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         db.session.execute(text("SELECT lo_unlink(oid) FROM pg_largeobject_metadata"))
         db.session.commit()
+        # Ids restart at 1 in every test: no account may be remembered from the last one.
+        signed_in.forget()
     Redis.from_url(test_env["REDIS_URL"]).flushdb()
     yield
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 
 import pytest
@@ -102,16 +103,26 @@ def test_forms_without_a_csrf_token_are_refused(as_alice):
     assert "Form expired" in response.get_data(as_text=True)
 
 
-def test_an_accounts_changes_apply_at_its_next_request(app, users, as_admin, as_alice):
-    """The logged-in user is read afresh on every request: a revoked admin right or a
-    deleted account takes effect at once, without logging out."""
+def test_an_accounts_changes_apply_within_the_cache_window(app, users, as_admin, as_alice, monkeypatch):
+    """A revoked admin right or a deleted account takes effect within ACCOUNT_CACHE_SECONDS
+    (without logging out), and at the very next request when the window is 0."""
     from webapp.models import User
+
+    def eventually(check) -> float:
+        started = time.monotonic()
+        while not check():
+            assert time.monotonic() - started < app.config["ACCOUNT_CACHE_SECONDS"] + 2, "change never applied"
+            time.sleep(0.05)
+        return time.monotonic() - started
 
     assert as_admin.get("/rq/").status_code == 200
     with app.app_context():
         db.session.get(User, users["root"]).is_admin = False
         db.session.commit()
-    assert as_admin.get("/rq/").status_code == 403
+    eventually(lambda: as_admin.get("/rq/").status_code == 403)
+
+    monkeypatch.setitem(app.config, "ACCOUNT_CACHE_SECONDS", 0)
+    assert as_alice.get("/jobs/").status_code == 200
     with app.app_context():
         db.session.delete(db.session.get(User, users["alice"]))
         db.session.commit()

@@ -133,6 +133,8 @@ def load_config(overrides: dict | None = None) -> dict:
         "JOB_RETENTION_DAYS": _int("JOB_RETENTION_DAYS", 30),
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
+        # How long a web process reuses the signed-in account's row (webapp/signed_in.py); 0 = every request.
+        "ACCOUNT_CACHE_SECONDS": _float("ACCOUNT_CACHE_SECONDS", 1),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -9,8 +9,7 @@ from webapp.extensions import csrf, db, login_manager, mail, migrate
 
 def register_extensions(app: Flask) -> None:
     """Initialise database, migrations, login, CSRF and mail."""
-    from webapp import models
-    from webapp.models.user import load_signed_in
+    from webapp import models, signed_in
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", "migrations")))
@@ -24,7 +23,7 @@ def register_extensions(app: Flask) -> None:
     @login_manager.user_loader
     def load_user(user_id: str) -> models.User | None:
         """The logged-in user for this request."""
-        return load_signed_in(int(user_id))
+        return signed_in.load(int(user_id))
 
 
 def register_blueprints(app: Flask) -> None:

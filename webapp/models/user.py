@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
 
 from flask_login import UserMixin
-from sqlalchemy import Select, String, bindparam, func, select
+from sqlalchemy import String, func
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -35,22 +34,3 @@ class User(UserMixin, db.Model):
     def can_see(self, owner_id: int | None) -> bool:
         """True when this user may see something owned by ``owner_id``."""
         return self.is_admin or owner_id == self.id
-
-
-@cache
-def _signed_in_statement() -> Select:
-    """The columns a request reads about its user, by id: built and compiled once."""
-    users = User.__table__
-    return select(users.c.id, users.c.email, users.c.is_admin).where(users.c.id == bindparam("id"))
-
-
-def load_signed_in(user_id: int) -> User | None:
-    """The logged-in user for one request, read afresh (a deleted account or a revoked admin
-    right takes effect at the next request), or None when the account is gone.
-
-    Runs on every request, so it skips the ORM's identity map: the User returned holds
-    id, email and is_admin and is not in the session (a commit does not expire it and it
-    is never written back). To change an account, load it with ``db.session.get``.
-    """
-    row = db.session.execute(_signed_in_statement(), {"id": user_id}).first()
-    return None if row is None else User(id=row.id, email=row.email, is_admin=row.is_admin)
