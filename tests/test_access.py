@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import uuid
 
 import pytest
@@ -106,19 +105,15 @@ def test_forms_without_a_csrf_token_are_refused(as_alice):
 def test_an_accounts_changes_apply_within_the_cache_window(app, users, as_admin, as_alice, monkeypatch):
     """A revoked admin right or a deleted account takes effect within ACCOUNT_CACHE_SECONDS
     (without logging out), and at the very next request when the window is 0."""
+    from tests.conftest import wait_for
     from webapp.models import User
-
-    def eventually(check) -> None:
-        started = time.monotonic()
-        while not check():
-            assert time.monotonic() - started < app.config["ACCOUNT_CACHE_SECONDS"] + 2, "change never applied"
-            time.sleep(0.05)
 
     assert as_admin.get("/rq/").status_code == 200
     with app.app_context():
         db.session.get(User, users["root"]).is_admin = False
         db.session.commit()
-    eventually(lambda: as_admin.get("/rq/").status_code == 403)
+    wait_for(lambda: as_admin.get("/rq/").status_code == 403, app.config["ACCOUNT_CACHE_SECONDS"] + 2, every=0.05,
+             message="the revoked admin right to apply")
 
     monkeypatch.setitem(app.config, "ACCOUNT_CACHE_SECONDS", 0)
     assert as_alice.get("/jobs/").status_code == 200

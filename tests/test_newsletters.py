@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from webapp import queueing
 from webapp.extensions import db
 from webapp.models import Delivery, Job, Newsletter, Subscriber
+from webapp.models.job import TERMINAL
 
 
 def add_subscribers(app, count: int, names: dict[int, str] | None = None) -> None:
@@ -207,7 +208,7 @@ def test_a_worker_killed_mid_batch_sends_each_address_at_most_once_more(app, as_
 
     def jobs_unfinished() -> int:
         with app.app_context():
-            return db.session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(["queued", "running"])))
+            return db.session.scalar(select(func.count()).select_from(Job).where(Job.status.not_in([s.value for s in TERMINAL])))
 
     os.kill(wait_for(running_batch_pid, 20, message="the batch's work process"), signal.SIGKILL)
     # The sink has a message a moment before the batch marks it sent: wait for the jobs, not the sink.

@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import time
 from functools import cache
-from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Row, Select, bindparam, select
 
 from webapp.extensions import db
 from webapp.models import User
 
 # A process serving thousands of accounts within one cache window starts the cache afresh.
 MAX_CACHED = 10_000
-
-
-class Account(NamedTuple):
-    """What a request reads about its account."""
-
-    id: int
-    email: str
-    is_admin: bool
 
 
 @cache
@@ -38,7 +29,7 @@ def _statement() -> Select:
     return select(users.c.id, users.c.email, users.c.is_admin).where(users.c.id == bindparam("id"))
 
 
-def _cache() -> dict[int, tuple[float, Account | None]]:
+def _cache() -> dict[int, tuple[float, Row | None]]:
     """This app's answers by user id, with the time each was read."""
     return current_app.extensions.setdefault("signed_in", {})
 
@@ -53,15 +44,14 @@ def load(user_id: int) -> User | None:
     window = current_app.config["ACCOUNT_CACHE_SECONDS"]
     answers = _cache()
     now = time.monotonic()
-    read_at, account = answers.get(user_id, (None, None))
+    read_at, row = answers.get(user_id, (None, None))
     if read_at is None or now - read_at >= window:
         row = db.session.execute(_statement(), {"id": user_id}).first()
-        account = Account(*row) if row is not None else None
         if window > 0:
             if len(answers) >= MAX_CACHED:
                 answers.clear()
-            answers[user_id] = (now, account)
-    return None if account is None else User(id=account.id, email=account.email, is_admin=account.is_admin)
+            answers[user_id] = (now, row)
+    return None if row is None else User(id=row.id, email=row.email, is_admin=row.is_admin)
 
 
 def forget() -> None:
