@@ -19,14 +19,13 @@ import sys
 import time
 import uuid
 
-from redis import Redis
 from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
 from sqlalchemy import text
 
 from jobs import runtime
 from jobs.worker import BackhaulWorker, ReconcilerThread
-from webapp import create_app, jobstate
+from webapp import create_app, jobstate, redis_client
 from webapp.extensions import db
 from webapp.kinds import KINDS, QUEUES
 from webapp.queueing import get_queue
@@ -137,7 +136,8 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
         # collector's reach so forked work horses do not copy those pages by touching them.
         gc.freeze()
         queues = [get_queue(name) for name in queue_names]
-        connection = Redis.from_url(app.config["REDIS_URL"])
+        # No socket timeout: the worker blocks on Redis for up to its dequeue timeout.
+        connection = redis_client.connect(app.config["REDIS_URL"], timeout=None)
         name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         worker = BackhaulWorker(
             queues, connection=connection, serializer=JSONSerializer, name=name, app=app,
@@ -162,7 +162,7 @@ def wait_for_redis(url: str) -> None:
     delay = 0.5
     while True:
         try:
-            Redis.from_url(url, socket_connect_timeout=2).ping()
+            redis_client.connect(url).ping()
             return
         except RedisError as exc:
             log.warning("Redis unreachable (%s); retrying in %.0fs", exc, delay)

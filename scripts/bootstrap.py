@@ -15,10 +15,10 @@ from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from webapp import redis_client  # noqa: E402
 from webapp.config import ConfigError, database_url  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/backhaul"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def ensure_database(raw_url: str) -> str:
@@ -67,7 +67,7 @@ def recreate_database(server_url: str, name: str, root: str) -> None:
 def check_redis(url: str) -> str:
     """Ping Redis; exit with advice when it does not answer."""
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        redis_client.connect(url).ping()
     except redis.exceptions.RedisError as exc:
         raise SystemExit(
             f"Redis is not reachable at {url} ({exc}).\n"
@@ -82,7 +82,7 @@ def main() -> int:
         print(ensure_database(os.environ.get("DATABASE_URL", DEFAULT_DB)))
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
-    print(check_redis(os.environ.get("REDIS_URL", DEFAULT_REDIS)))
+    print(check_redis(redis_client.url_from_environment()))
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from webapp import redis_client
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -93,7 +95,7 @@ def load_config(overrides: dict | None = None) -> dict:
             "max_overflow": _int("DB_MAX_OVERFLOW", 2),
             "pool_recycle": 1800,
         },
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "REDIS_URL": redis_client.url_from_environment(),
         "STORAGE_BACKEND": os.environ.get("STORAGE_BACKEND", "local"),
         "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(PROJECT_ROOT / "var" / "storage")),
         # The whole multi-photo upload request; each file is also checked against PHOTO_MAX_MB.

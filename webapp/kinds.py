@@ -11,7 +11,7 @@ from dataclasses import dataclass
 QUEUES = ("fast", "default", "cpu")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobKind:
     """The policy for one kind of job."""
 
@@ -22,7 +22,6 @@ class JobKind:
     timeout: int
     max_attempts: int
     memory_mb: int | None = None
-
 
 
 def describe_seconds(seconds: int) -> str:
@@ -36,17 +35,24 @@ def describe_seconds(seconds: int) -> str:
 KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in (
-        JobKind("export_orders", "Orders export", "jobs.export_orders.export_orders_csv", "default", 600, 3, 512),
-        JobKind("resize_photo", "Photo", "jobs.resize_photo.resize_photo", "cpu", 300, 2, 400),
-        JobKind("sales_report", "Sales report", "jobs.sales_report.build_sales_report_pdf", "default", 1800, 2, 600),
-        JobKind("mail_report", "Report e-mail", "jobs.mail_report.mail_sales_report", "fast", 300, 5),
-        JobKind("send_newsletter", "Newsletter", "jobs.newsletter.send_newsletter", "fast", 600, 3),
-        JobKind("newsletter_batch", "Newsletter batch", "jobs.newsletter.send_newsletter_batch", "fast", 900, 6),
-        JobKind("newsletter_test", "Newsletter test", "jobs.newsletter.send_test_newsletter", "fast", 120, 3),
-        JobKind(
-            "import_subscribers", "Subscriber import", "jobs.import_subscribers.import_subscribers", "default", 900, 2
-        ),
-        JobKind("selftest", "Self-test", "jobs.selftest.run_selftest", "fast", 600, 3, 256),
+        JobKind(name="export_orders", label="Orders export", func="jobs.export_orders.export_orders_csv",
+                queue="default", timeout=600, max_attempts=3, memory_mb=512),
+        JobKind(name="resize_photo", label="Photo", func="jobs.resize_photo.resize_photo",
+                queue="cpu", timeout=300, max_attempts=2, memory_mb=400),
+        JobKind(name="sales_report", label="Sales report", func="jobs.sales_report.build_sales_report_pdf",
+                queue="default", timeout=1800, max_attempts=2, memory_mb=600),
+        JobKind(name="mail_report", label="Report e-mail", func="jobs.mail_report.mail_sales_report",
+                queue="fast", timeout=300, max_attempts=5),
+        JobKind(name="send_newsletter", label="Newsletter", func="jobs.newsletter.send_newsletter",
+                queue="fast", timeout=600, max_attempts=3),
+        JobKind(name="newsletter_batch", label="Newsletter batch", func="jobs.newsletter.send_newsletter_batch",
+                queue="fast", timeout=900, max_attempts=6),
+        JobKind(name="newsletter_test", label="Newsletter test", func="jobs.newsletter.send_test_newsletter",
+                queue="fast", timeout=120, max_attempts=3),
+        JobKind(name="import_subscribers", label="Subscriber import",
+                func="jobs.import_subscribers.import_subscribers", queue="default", timeout=900, max_attempts=2),
+        JobKind(name="selftest", label="Self-test", func="jobs.selftest.run_selftest",
+                queue="fast", timeout=600, max_attempts=3, memory_mb=256),
     )
 }
 

@@ -8,11 +8,8 @@ reconciler hands it over once Redis is back.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import threading
 import uuid
-from functools import lru_cache
 
 from flask import current_app
 from redis import Redis
@@ -23,7 +20,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-from webapp import jobstate
+from webapp import jobstate, redis_client
 from webapp.extensions import db
 from webapp.kinds import QUEUES, get_kind, timeout_for
 from webapp.models.job import Job, JobStatus
@@ -31,23 +28,9 @@ from webapp.models.job import Job, JobStatus
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=32)
-def _redis_for(url: str, pid: int, thread: int) -> Redis:
-    """One client per URL, process and thread; short timeouts so pages never hang on Redis.
-
-    Per thread because a worker's reconciler thread must never hold a pool lock
-    that a forked work horse would inherit.
-    """
-    options: dict = {"socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 30}
-    if url.startswith("rediss://"):
-        # Heroku Redis presents a self-signed certificate.
-        options["ssl_cert_reqs"] = None
-    return Redis.from_url(url, **options)
-
-
 def redis_conn() -> Redis:
-    """The Redis client for the current app."""
-    return _redis_for(current_app.config["REDIS_URL"], os.getpid(), threading.get_ident())
+    """The Redis client for the current app (built by webapp.redis_client, like every other)."""
+    return redis_client.shared(current_app.config["REDIS_URL"])
 
 
 def get_queue(name: str) -> Queue:

@@ -15,6 +15,7 @@ from flask_login import current_user
 from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
 
+from webapp import redis_client
 from webapp.extensions import csrf
 
 # rq-dashboard endpoints that change state even on GET.
@@ -49,10 +50,18 @@ def guard_dashboard():
     return None
 
 
+def _dashboard_client(url: str, **_ignored):
+    """rq-dashboard's ``from_url`` hook: (sentinel, client), the client from our factory."""
+    return None, redis_client.connect(url)
+
+
 def mount(app: Flask) -> None:
     """Register rq-dashboard at /rq with our JSON serializer and guard."""
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     rq_dashboard.web.config.serializer = JSONSerializer
+    # rq-dashboard builds its Redis clients itself (at set-up and per request): hand it ours,
+    # so rediss:// with a self-signed certificate works here as everywhere else.
+    rq_dashboard.web.from_url = _dashboard_client
     rq_dashboard.web.setup_rq_connection(app)
     blueprint = rq_dashboard.blueprint
     if guard_dashboard not in blueprint.before_request_funcs.get(None, []):
