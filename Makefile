@@ -14,7 +14,7 @@ export MAIL_SINK_DIR ?= $(CURDIR)/var/mail
 export PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test venv system-deps bench bench-quick lint services
+.PHONY: run test test-rq-next venv system-deps bench bench-quick lint typecheck services
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,24 @@ run: venv
 
 test: venv system-deps
 	$(PY) -m bench --quick
+	$(VENV)/bin/mypy webapp jobs
 	$(PY) -m pytest
+
+typecheck: venv
+	$(VENV)/bin/mypy webapp jobs
+
+# The engine and reliability tests against the newest RQ release, in a virtualenv of their own.
+RQ_NEXT := .venv-rq-next
+test-rq-next: venv system-deps
+	test -x $(RQ_NEXT)/bin/python || $(PYTHON) -m venv $(RQ_NEXT)
+	grep -v '^rq==' requirements.txt > $(RQ_NEXT)/requirements.txt
+	grep -v '^rq==' constraints.txt > $(RQ_NEXT)/constraints.txt
+	$(RQ_NEXT)/bin/python -m pip install --quiet -r $(RQ_NEXT)/requirements.txt -c $(RQ_NEXT)/constraints.txt \
+		pytest==9.2.0 pytest-timeout==2.4.0 playwright==1.65.2
+	$(RQ_NEXT)/bin/python -m pip install --quiet --upgrade rq
+	$(RQ_NEXT)/bin/python -c "import rq; print('RQ', rq.__version__)"
+	BACKHAUL_TEST_DB=backhaul_test_rq_next BACKHAUL_TEST_REDIS_DB=15 $(RQ_NEXT)/bin/python -m pytest \
+		tests/test_job_engine.py tests/test_reliability.py tests/test_engine_faults.py
 
 bench: venv system-deps
 	$(PY) -m bench

@@ -149,7 +149,7 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
         log.info("worker %s serving %s (%s)", name, ", ".join(queue_names), priority)
         if not args.no_reconciler:
             ReconcilerThread(app, app.config["RECONCILE_SECONDS"]).start()
-        worker.work(burst=args.burst, max_jobs=max_jobs, with_scheduler=True,
+        worker.work(burst=args.burst, max_jobs=max_jobs, with_scheduler=False,
                     logging_level=app.config.get("WORKER_LOG_LEVEL", "INFO"))
         if worker.shutdown_requested or args.burst:
             return "stopped"

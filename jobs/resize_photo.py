@@ -2,8 +2,9 @@
 
 The original is copied from storage to the job's scratch folder and decoded
 there, at reduced scale where the format allows; the variants are stored only
-when all of them exist. A photo that cannot be processed fails with a short
-reason, and its original is removed so a bad upload leaves nothing behind.
+when all of them exist, in the same transaction as the job's success. A photo that
+cannot be processed fails with a short reason; its original stays until its owner
+deletes the photo.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def resize_photo(ctx: JobContext) -> dict:
             progress=lambda done, total: ctx.progress(done, total, "Making variants"),
         )
     except ImageRejected as exc:
-        _discard_original(photo, original)
+        # The original stays until its owner deletes the photo: Retry then gives the same
+        # reason, and nothing is lost if the refusal was ours to fix.
         raise JobFailed(str(exc)) from exc
     variants: dict[str, dict] = {}
     for variant in made["variants"]:
@@ -63,17 +65,10 @@ def resize_photo(ctx: JobContext) -> dict:
     photo.width, photo.height = info["width"], info["height"]
     photo.format = str(info["format"]).lower()
     photo.variants = variants
-    db.session.commit()
+    # Not committed here: the runtime commits the variants together with the job's success.
     return {
         "photo_id": str(photo.id),
         "variants": len(made["variants"]),
         "summary": f"{len(variants)} sizes × {len(made['variants']) // max(1, len(variants))} formats from "
                    f"{info['width']}×{info['height']} {photo.format.upper()}",
     }
-
-
-def _discard_original(photo: Photo, original: StoredFile) -> None:
-    """Remove a rejected upload's bytes so nothing of it stays behind."""
-    photo.original_id = None
-    storage.delete_file(original)
-    db.session.commit()

@@ -5,8 +5,9 @@ wrapped function with the row id only. The wrapper:
 - runs the job on the row the worker claimed (queued -> running) in its main process
   before forking this one, or claims it here; a stale or duplicate delivery is dropped;
 - caps the work process's memory (RLIMIT_AS) so one bad input fails one job;
-- records a permanent failure, a retry or a cancellation on the row, and re-raises
-  failures so RQ's own failure handling and retries run;
+- records a permanent failure, a retry (the row's ``next_retry_at``, handed to the queue
+  by the reconciler) or a cancellation on the row, and tells RQ only the outcome;
+- commits what the job stored together with its success, or removes it;
 - hands the result to the worker's main process (a file in the scratch root), which
   records it on the row once this process has exited: it holds a warm connection,
   this process would have to open one. A job that other jobs wait on records its
@@ -35,10 +36,10 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from jobs.errors import JobCancelled, JobFailed, TransientError
-from webapp import jobstate
+from webapp import jobstate, storage
 from webapp.extensions import db
 from webapp.kinds import describe_seconds, get_kind, timeout_for
-from webapp.models import Job
+from webapp.models import Job, StoredFile
 
 log = logging.getLogger("backhaul.runtime")
 
@@ -121,13 +122,6 @@ def cap_memory(megabytes: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _no_more_rq_retries() -> None:
-    """Tell RQ not to retry this delivery (the row has decided it is final)."""
-    rq_job = get_current_job()
-    if rq_job is not None:
-        rq_job.retries_left = 0
-
-
 # Rows the worker's main process claimed for the delivery it is about to fork a work
 # process for, by RQ job id (None: the row was not this delivery's to run). The work
 # process inherits this dict with the rest of the parent's memory.
@@ -153,7 +147,11 @@ def _claim(row_id: uuid.UUID, rq_job: Any, rq_job_id: str) -> Job | None:
 
 
 def run_job(job_id: str, fn: Callable[[JobContext], dict]) -> dict[str, Any]:
-    """Claim, run and record one job; see the module docstring."""
+    """Claim, run and record one job; see the module docstring.
+
+    What RQ gets back (its result, or the exception it stores) names the job and its
+    outcome only: rq-dashboard shows both unescaped, and the user's words stay in our rows.
+    """
     app = current_app._get_current_object()
     rq_job = get_current_job()
     rq_job_id = rq_job.id if rq_job is not None else f"{job_id}_local"
@@ -161,46 +159,88 @@ def run_job(job_id: str, fn: Callable[[JobContext], dict]) -> dict[str, Any]:
     job = _claim(row_id, rq_job, rq_job_id)
     if job is None:
         log.info("job %s: delivery %s is stale or the job is not queued; skipped", job_id, rq_job_id)
-        return {"skipped": True}
+        return {"job_id": job_id, "outcome": "skipped"}
     policy = get_kind(job.kind)
     ctx = JobContext(job)
     try:
         cap_memory(policy.memory_mb and min(policy.memory_mb, app.config["JOB_MEMORY_MB"]))
         result = fn(ctx) or {}
     except JobCancelled:
-        db.session.rollback()
-        jobstate.mark_cancelled(row_id, "Cancelled while running; partial output removed")
-        return {"cancelled": True}
+        _discard_uncommitted_outputs()
+        jobstate.mark_cancelled(row_id, "Cancelled while running; nothing was kept")
+        return {"job_id": job_id, "outcome": "cancelled"}
     except JobTimeoutException:
-        db.session.rollback()
-        _no_more_rq_retries()
+        _discard_uncommitted_outputs()
         limit = describe_seconds(timeout_for(policy, app.config["JOB_TIMEOUTS"]))
         jobstate.fail(row_id, f"Took longer than {limit} and was stopped.")
-        raise
+        raise JobRecorded(job, "failed: time limit") from None
     except MemoryError:
-        db.session.rollback()
-        _no_more_rq_retries()
+        _discard_uncommitted_outputs()
         jobstate.fail(row_id, f"Ran out of memory (limit {policy.memory_mb} MB); the input is too large to process.")
-        raise
+        raise JobRecorded(job, "failed: memory cap") from None
     except JobFailed as exc:
-        db.session.rollback()
-        _no_more_rq_retries()
+        _discard_uncommitted_outputs()
         jobstate.fail(row_id, str(exc) or "Failed")
-        raise
+        raise JobRecorded(job, "failed") from None
     except Exception as exc:
-        db.session.rollback()
+        _discard_uncommitted_outputs()
         reason = str(exc) if isinstance(exc, TransientError) else f"Unexpected error ({type(exc).__name__}: {exc})"
-        _handle_retryable(row_id, reason[:300])
-        raise
+        log.warning("job %s attempt %s raised", job_id, job.attempts, exc_info=True)
+        outcome = _retry_or_fail(row_id, reason[:300])
+        raise JobRecorded(job, outcome) from None
     else:
-        if _others_wait_on(rq_job):
-            jobstate.succeed(row_id, result, result.get("summary", "Done"))
-        else:
-            hand_over_result(rq_job_id, result)
-        return result
+        _finish(row_id, rq_job, rq_job_id, result)
+        return {"job_id": job_id, "outcome": "succeeded"}
     finally:
         if ctx._scratch is not None:
             shutil.rmtree(ctx._scratch, ignore_errors=True)
+
+
+class JobRecorded(Exception):
+    """What RQ is told when a job did not succeed: the row already holds the reason, in the user's words."""
+
+    def __init__(self, job: Job, outcome: str) -> None:
+        super().__init__(f"{job.kind} {job.id} attempt {job.attempts}: {outcome} (the job row has the reason)")
+
+
+def _finish(row_id: uuid.UUID, rq_job: Any, rq_job_id: str, result: dict[str, Any]) -> None:
+    """Record success: with the job's outputs in one transaction, or handed to the worker's main process.
+
+    A job that wrote rows (stored files, photo variants) commits them together with its
+    success, here: a process killed before that commit leaves neither, one killed after it
+    leaves a finished job, so a re-run never finds a file from an earlier one. A job that
+    wrote nothing hands its result over (cheaper: this process opens no connection), as
+    does nothing else: a job other jobs wait on records here, before RQ releases them.
+    """
+    pending = _pending_outputs()
+    if pending or db.session.new or db.session.dirty or db.session.deleted or _others_wait_on(rq_job):
+        if jobstate.succeed(row_id, result, str(result.get("summary", "Done")), rq_job_id=rq_job_id) is None:
+            # The row is not this delivery's any more (the reconciler gave it to another
+            # process): what this run stored must not stay behind.
+            _delete_bytes(pending)
+        return
+    hand_over_result(rq_job_id, result)
+
+
+def _pending_outputs() -> list[StoredFile]:
+    """Stored files this job added and has not committed (taken off the session's list)."""
+    return db.session.info.pop(storage.UNCOMMITTED_OUTPUTS, [])
+
+
+def _delete_bytes(files: list[StoredFile]) -> None:
+    """Remove the bytes of files whose rows were never committed."""
+    for stored in files:
+        try:
+            storage.backend(stored.backend).delete(stored.key)
+        except Exception:  # noqa: BLE001 - the storage sweep removes what this misses
+            log.warning("could not remove uncommitted output %s", stored.key, exc_info=True)
+
+
+def _discard_uncommitted_outputs() -> None:
+    """Roll back the job's session, removing the bytes of files it stored but never committed."""
+    pending = _pending_outputs()
+    db.session.rollback()
+    _delete_bytes(pending)
 
 
 def _others_wait_on(rq_job: Any) -> bool:
@@ -265,17 +305,20 @@ def record_result(row_id: uuid.UUID, rq_job_id: str) -> bool:
         final.unlink(missing_ok=True)
 
 
-def _handle_retryable(row_id: uuid.UUID, reason: str) -> None:
-    """Retry later if attempts remain (RQ will deliver again), else fail for good."""
+def _retry_or_fail(row_id: uuid.UUID, reason: str) -> str:
+    """Queue another attempt after a backoff if attempts remain, else fail for good; says which.
+
+    The row owns the retry (``next_retry_at``): the reconciler hands it to the queue when it
+    is due, so no retry depends on RQ's scheduler or on anything else held only in Redis.
+    """
     job = db.session.get(Job, row_id, populate_existing=True)
-    rq_job = get_current_job()
-    rq_will_retry = rq_job is not None and rq_job.should_retry
-    if job is not None and job.attempts < job.max_attempts and rq_will_retry:
-        delay = rq_job.get_retry_interval() if rq_job is not None else 0
-        jobstate.retry_later(row_id, reason, delay)
-    else:
-        _no_more_rq_retries()
-        jobstate.fail(row_id, reason)
+    if job is not None and job.attempts < job.max_attempts:
+        from webapp.queueing import retry_delay
+
+        jobstate.retry_later(row_id, reason, retry_delay(job.attempts))
+        return "retrying"
+    jobstate.fail(row_id, reason)
+    return "failed"
 
 
 def job_entry(fn: Callable[[JobContext], dict]) -> Callable[[str], dict]:

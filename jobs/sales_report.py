@@ -111,7 +111,7 @@ def build_sales_report_pdf(ctx: JobContext) -> dict:
     ctx.progress(totals["orders"], totals["orders"], "Saving the PDF", force=True)
     name = f"sales-report_{params['date_from']}_{params['date_to']}.pdf"
     stored = storage.store_path(ctx.owner_id, path, name, "application/pdf", job_id=ctx.job_id)
-    db.session.commit()
+    # Not committed here: the runtime commits it together with the job's success.
     orders = totals["orders"]
     summary = (f"{built['pages']:,} pages, {orders:,} orders" if orders
                else f"{built['pages']} page — no orders in this period")

@@ -7,14 +7,21 @@ On top of rq.Worker it:
 - keeps the row's heartbeat from the main process while the horse works;
 - gives each work horse a fresh database pool and an app context;
 - fixes the row at once when a work horse dies (killed, OOM, stopped by cancel);
+- ties each work horse's life to its worker: if the worker's main process dies, the
+  kernel kills the horse too (PR_SET_PDEATHSIG), so no orphan finishes work nobody records;
 - on SIGTERM lets the running job finish for a grace period, then hands it back;
 - runs the reconciler in a background thread (one at a time across all workers,
-  by a PostgreSQL advisory lock).
+  by a PostgreSQL advisory lock), which also hands due retries to the queue.
+
+RQ's own scheduler is not used (the row owns retries), and RQ's reconnect back-off is
+capped at a few seconds so an idle worker takes work soon after Redis returns. Every
+method overridden here accepts and passes on whatever newer RQ releases add to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -36,6 +43,24 @@ from webapp.models import Job, JobStatus
 log = logging.getLogger("backhaul.worker")
 
 STOPPED = "Interrupted: the work process stopped"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Set when this process queued a retry that is due now, so its reconciler thread hands it
+# over without waiting for its next round.
+RETRY_DUE = threading.Event()
+OUTAGE_RECHECK_SECONDS = 1.0
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a work horse: ask the kernel to SIGKILL this process when the worker that forked it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the reconciler still repairs the row
+        log.debug("PR_SET_PDEATHSIG unavailable", exc_info=True)
+        return
+    if os.getppid() != parent_pid:
+        # The worker died between fork and prctl: nobody will record this job.
+        os._exit(1)
 
 
 def row_id_of(rq_job: RQJob) -> uuid.UUID | None:
@@ -49,29 +74,38 @@ def row_id_of(rq_job: RQJob) -> uuid.UUID | None:
 class BackhaulWorker(Worker):
     """An rq.Worker bound to a Flask app."""
 
+    # RQ waits up to 60 s between reconnects to a Redis that went away; a queue that is
+    # back should be served within seconds.
+    max_connection_wait_time = 3.0
+
     def __init__(self, *args, app: Flask, shutdown_grace: float = 25.0, **kwargs) -> None:
+        kwargs.setdefault("work_horse_killed_handler", self._note_horse_death)
         super().__init__(*args, **kwargs)
         self.app = app
         self.shutdown_grace = shutdown_grace
         self._handing_back = False
         self._grace_timer: threading.Timer | None = None
+        self._death_reason: str | None = None
         self.shutdown_requested = False
 
     # --- in the work horse -------------------------------------------------
-    def main_work_horse(self, job: RQJob, queue) -> None:
+    def main_work_horse(self, job: RQJob, queue, *args, **kwargs) -> None:
         """Run the job in the forked child with its own DB connections and app context."""
+        die_with_parent(self._parent_pid)
         # The parent's pooled connections must not be shared with the child.
         with self.app.app_context():
             db.engine.dispose(close=False)
-            super().main_work_horse(job, queue)
+            super().main_work_horse(job, queue, *args, **kwargs)
 
     # --- in the parent -----------------------------------------------------
-    def fork_work_horse(self, job: RQJob, queue) -> None:
+    def fork_work_horse(self, job: RQJob, queue, *args, **kwargs) -> None:
         """Claim the row, then fork the horse, which inherits the claim."""
         row_id = row_id_of(job)
         if row_id is not None:
             self._claim(row_id, job)
-        super().fork_work_horse(job, queue)
+        self._parent_pid = os.getpid()
+        self._death_reason = None
+        super().fork_work_horse(job, queue, *args, **kwargs)
 
     def _claim(self, row_id: uuid.UUID, job: RQJob) -> None:
         """queued -> running for this delivery; when the database fails, the horse tries itself.
@@ -101,33 +135,31 @@ class BackhaulWorker(Worker):
             finally:
                 db.session.remove()
 
-    def maintain_heartbeats(self, job: RQJob) -> None:
+    def maintain_heartbeats(self, job: RQJob, *args, **kwargs) -> None:
         """RQ's heartbeats, and the row's: the reconciler tells a live job from a dead one by it."""
         row_id = row_id_of(job)
         if row_id is not None:
             self._in_app(jobstate.heartbeat, row_id, f"{self.name}/{self.horse_pid}")
         try:
-            super().maintain_heartbeats(job)
+            super().maintain_heartbeats(job, *args, **kwargs)
         except RedisError:
             # The row's heartbeat went to PostgreSQL, so the job still looks alive; keep waiting.
             log.warning("could not reach Redis for RQ's heartbeat of job %s", job.id)
 
-    def handle_work_horse_killed(self, job: RQJob, retpid, ret_val, rusage) -> None:
-        """The horse died: record the result it left, if it got that far; else hand the job back (or fail it)."""
+    def _note_horse_death(self, job: RQJob, retpid, ret_val, rusage) -> None:
+        """RQ's work_horse_killed_handler: remember why the horse died, for the row (settled after monitoring)."""
         signal_no = os.WTERMSIG(ret_val) if ret_val and os.WIFSIGNALED(ret_val) else None
         if self._handing_back:
-            reason = "Handed back while the worker shut down"
+            self._death_reason = "Handed back while the worker shut down"
         elif signal_no == signal.SIGKILL:
-            reason = "Interrupted: the work process was killed (out of memory or stopped)"
+            self._death_reason = "Interrupted: the work process was killed (out of memory or stopped)"
         else:
-            reason = f"Interrupted: the work process died (exit status {ret_val})"
-        self._settle(job, reason, count_attempt=not self._handing_back)
-        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+            self._death_reason = f"Interrupted: the work process died (exit status {ret_val})"
 
-    def monitor_work_horse(self, job: RQJob, queue) -> None:
+    def monitor_work_horse(self, job: RQJob, queue, *args, **kwargs) -> None:
         """Watch the horse; afterwards record its result, or make sure its row is not left 'running'."""
         try:
-            super().monitor_work_horse(job, queue)
+            super().monitor_work_horse(job, queue, *args, **kwargs)
         except RedisError:
             # Redis went away while the horse worked: the row does not need it. Wait for the
             # horse here, then record its result; the worker restarts once Redis is back.
@@ -135,16 +167,16 @@ class BackhaulWorker(Worker):
             if self.horse_pid:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(self.horse_pid, 0)
-            self._settle(job, STOPPED)
+            self._settle(job, self._death_reason or STOPPED)
             raise
-        self._settle(job, STOPPED)
+        self._settle(job, self._death_reason or STOPPED)
 
-    def _settle(self, job: RQJob, reason: str, *, count_attempt: bool = True) -> None:
+    def _settle(self, job: RQJob, reason: str) -> None:
         """Record the result the horse left on the row; if it left none, do not leave the row running."""
         row_id = row_id_of(job)
         if row_id is None or self._in_app(runtime.record_result, row_id, job.id):
             return
-        self._settle_dead_horse(job, reason, count_attempt=count_attempt)
+        self._settle_dead_horse(job, reason, count_attempt=not self._handing_back)
 
     def _settle_dead_horse(self, rq_job: RQJob, reason: str, *, count_attempt: bool) -> None:
         """If the row still says running for this delivery, cancel or interrupt it and clean up."""
@@ -156,7 +188,8 @@ class BackhaulWorker(Worker):
                 job = db.session.get(Job, row_id)
                 if job is None or job.status != JobStatus.RUNNING.value or job.rq_job_id != rq_job.id:
                     return
-                jobstate.interrupt(row_id, reason, count_attempt=count_attempt)
+                if jobstate.interrupt(row_id, reason, count_attempt=count_attempt) is not None:
+                    RETRY_DUE.set()
                 from jobs.runtime import scratch_dir_for
 
                 shutil.rmtree(scratch_dir_for(row_id), ignore_errors=True)
@@ -165,14 +198,14 @@ class BackhaulWorker(Worker):
             finally:
                 db.session.remove()
 
-    def request_stop(self, signum, frame) -> None:
+    def request_stop(self, signum, frame, *args, **kwargs) -> None:
         """Warm shutdown: let the running job finish for ``shutdown_grace`` seconds, then hand it back."""
         self.shutdown_requested = True
         if self.horse_pid and self._grace_timer is None:
             self._grace_timer = threading.Timer(self.shutdown_grace, self._hand_back)
             self._grace_timer.daemon = True
             self._grace_timer.start()
-        super().request_stop(signum, frame)
+        super().request_stop(signum, frame, *args, **kwargs)
 
     def _hand_back(self) -> None:
         """Grace is over: stop the horse; its job goes back to the queue."""
@@ -183,7 +216,7 @@ class BackhaulWorker(Worker):
 
 
 class ReconcilerThread(threading.Thread):
-    """Runs the reconciler every few seconds in the worker's parent process."""
+    """Runs the reconciler every few seconds in the worker's parent process, sooner when a retry falls due."""
 
     def __init__(self, app: Flask, every: float) -> None:
         super().__init__(name="reconciler", daemon=True)
@@ -193,9 +226,22 @@ class ReconcilerThread(threading.Thread):
 
     def run(self) -> None:
         """Reconcile until stopped; errors are logged, never fatal."""
-        while not self.stopped.wait(self.every):
+        wait = 0.0  # the first pass at start: a restarted worker repairs what its predecessor left
+        while True:
+            RETRY_DUE.wait(wait)
+            RETRY_DUE.clear()
+            if self.stopped.is_set():
+                return
+            wait = self.every
             try:
                 with self.app.app_context():
-                    reconciler.reconcile_if_leader()
-            except Exception:  # noqa: BLE001 - Redis or PostgreSQL away: try again next round
+                    repairs = reconciler.reconcile_if_leader()
+                    if repairs.redis_unreachable:
+                        wait = OUTAGE_RECHECK_SECONDS  # hand over the moment Redis is back
+                    due_in = reconciler.seconds_until_next_retry()
+                    if due_in is not None:
+                        # A short sleep past the due time; never a busy loop on an overdue row.
+                        wait = min(wait, max(0.5, due_in + 0.1))
+            except Exception:  # noqa: BLE001 - Redis or PostgreSQL away: try again soon
                 log.warning("reconcile pass failed", exc_info=True)
+                wait = OUTAGE_RECHECK_SECONDS

@@ -95,19 +95,33 @@ def test_zero_bytes_and_heic_get_clear_messages(app, as_alice):
     assert "HEIC photos are not supported" in page
 
 
-def test_a_truncated_jpeg_fails_on_its_card_and_leaves_no_files(app, as_alice, burst_worker):
-    """A JPEG cut in half passes the cheap check, fails in the worker with a reason, and is removed."""
+def test_a_truncated_jpeg_fails_with_its_reason_keeps_the_upload_and_retry_says_why_again(app, as_alice,
+                                                                                        burst_worker):
+    """A JPEG cut in half fails in the worker with a reason; the upload stays until its owner deletes the photo,
+    so Retry runs again and gives the real reason instead of "the uploaded file is missing"."""
     whole = jpeg_bytes((2000, 1500))
     upload(as_alice, ("cut.jpg", whole[: len(whole) // 2]))
     burst_worker("cpu")
     with app.app_context():
         photo = db.session.scalar(db.select(Photo))
         assert photo.job.status == "failed"
-        assert re.search(r"truncated|corrupt", photo.job.error, re.I)
-        assert db.session.query(StoredFile).count() == 0
-        photo_id = photo.id
+        first_error = photo.job.error
+        assert re.search(r"truncated|corrupt", first_error, re.I)
+        assert db.session.query(StoredFile).count() == 1, "only the upload itself, no variant"
+        photo_id, job_id = photo.id, photo.job.id
     card = as_alice.get(f"/photos/{photo_id}/card").get_data(as_text=True)
-    assert photo.job.error in card
+    assert first_error in card
+    assert as_alice.post(f"/jobs/{job_id}/retry", form_page=f"/jobs/{job_id}").status_code in (302, 303)
+    burst_worker("cpu")
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        assert job.status == "failed"
+        assert job.error == first_error
+        assert "missing" not in job.error
+    assert as_alice.post(f"/photos/{photo_id}/delete", form_page="/photos/").status_code in (302, 303)
+    with app.app_context():
+        assert db.session.query(StoredFile).count() == 0
+        assert db.session.query(Photo).count() == 0
 
 
 def test_an_upload_over_the_size_limit_is_explained(app, users):

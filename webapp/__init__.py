@@ -15,11 +15,12 @@ def create_app(config: dict | None = None) -> Flask:
         static_folder=str(PROJECT_ROOT / "static"),
     )
     app.config.update(load_config(config))
-    from webapp import commands, errors, logs, setup
+    from webapp import commands, db_errors, errors, logs, setup
 
     logs.configure_logging(app)
     setup.register_extensions(app)
     setup.register_blueprints(app)
     errors.register_errorhandlers(app)
+    db_errors.register(app)
     commands.register_commands(app)
     return app

@@ -202,7 +202,7 @@ def fail(job_id: uuid.UUID, error: str) -> Job | None:
 
 
 def retry_later(job_id: uuid.UUID, reason: str, delay_seconds: float) -> Job | None:
-    """Running -> queued for another attempt after ``delay_seconds``."""
+    """Running -> queued for another attempt after ``delay_seconds`` (the reconciler hands it over when due)."""
     at = utcnow() + timedelta(seconds=delay_seconds)
     job = _move(job_id, Q, [R], next_retry_at=at, heartbeat_at=None, worker_name=None)
     if job is not None:
@@ -228,9 +228,10 @@ def interrupt(job_id: uuid.UUID, reason: str, *, count_attempt: bool = True) -> 
     if count_attempt and job.attempts >= job.max_attempts:
         return fail(job_id, f"{reason}; gave up after {job.attempts} attempts")
     attempts = job.attempts if count_attempt else max(0, job.attempts - 1)
-    moved = _move(job_id, Q, [R], heartbeat_at=None, worker_name=None, next_retry_at=None, attempts=attempts)
+    # Due at once: the reconciler hands it to the queue at its next pass (or sooner, see reconciler.py).
+    moved = _move(job_id, Q, [R], heartbeat_at=None, worker_name=None, next_retry_at=utcnow(), attempts=attempts)
     if moved is not None:
-        moved.message = f"{reason} — retrying (attempt {moved.attempts + 1} of {moved.max_attempts})"[:500]
+        moved.message = f"{reason} — retrying (attempt {moved.attempts + 1} of {moved.max_attempts}) now"[:500]
         moved.error = reason[:2000]
         record(moved, "interrupted", reason)
         db.session.commit()
@@ -295,18 +296,19 @@ def requeue(job_id: uuid.UUID) -> Job | None:
 
 
 def cancel_dependents(job: Job, reason: str) -> None:
-    """Cancel the queued jobs that were waiting for ``job`` (the caller commits)."""
-    waiting = db.session.scalars(
-        select(Job).where(
-            or_(Job.depends_on_id == job.id, Job.parent_id == job.id), Job.status == Q.value
-        )
-    ).all()
-    for child in waiting:
-        child.status = C.value
-        child.message = reason
-        child.error = reason
-        child.finished_at = utcnow()
-        child.cancel_requested = True
+    """Cancel the queued jobs that were waiting for ``job`` (the caller commits).
+
+    One conditional UPDATE, like every other move: a dependant that started meanwhile is left alone.
+    """
+    stmt = (
+        update(Job)
+        .where(or_(Job.depends_on_id == job.id, Job.parent_id == job.id), Job.status.in_(_sources(C, [Q])))
+        .values(status=C.value, message=reason, error=reason, finished_at=utcnow(), updated_at=utcnow(),
+                cancel_requested=True, next_retry_at=None)
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    for child in db.session.scalars(stmt).all():
         record(child, "cancelled", reason)
 
 
@@ -317,8 +319,9 @@ def assign_rq_job(job_id: uuid.UUID) -> str:
         .execution_options(synchronize_session=False)
     ).scalar_one()
     rq_job_id = f"{job_id}_{runs}"
+    # The retry this delivery carries is no longer due: it is on its way.
     db.session.execute(
-        update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=None)
+        update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=None, next_retry_at=None)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()

@@ -15,7 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from rq import Worker
-from sqlalchemy import case, func, select
+from rq.serializers import JSONSerializer
+from sqlalchemy import case, func, or_, select
 
 from webapp.extensions import db
 from webapp.kinds import QUEUES
@@ -29,12 +30,31 @@ DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
 def queue_ages() -> dict[str, float]:
-    """Seconds the oldest waiting job of each queue has waited (from the rows, the truth)."""
-    rows = db.session.execute(
-        select(Job.queue, func.min(Job.updated_at)).where(Job.status == "queued").group_by(Job.queue)
-    ).all()
+    """Seconds the oldest waiting job of each queue has waited (from the rows, the truth).
+
+    A retry waiting for its backoff is not waiting for a worker: it counts from when it fell due.
+    """
     now = utcnow()
-    return {queue: (now - oldest).total_seconds() for queue, oldest in rows}
+    waiting_since = func.coalesce(Job.next_retry_at, Job.updated_at)
+    rows = db.session.execute(
+        select(Job.queue, func.min(waiting_since))
+        .where(Job.status == "queued", or_(Job.next_retry_at.is_(None), Job.next_retry_at <= now))
+        .group_by(Job.queue)
+    ).all()
+    return {queue: max(0.0, (now - oldest).total_seconds()) for queue, oldest in rows}
+
+
+def overdue_retries() -> tuple[int, float]:
+    """How many retries are due but not yet handed to a queue, and how overdue the oldest is (s).
+
+    The reconciler hands a retry over within about a second of its due time; one overdue for
+    more than ~15 s means no reconciler is running (no worker up) or it cannot reach Redis.
+    """
+    now = utcnow()
+    count, oldest = db.session.execute(
+        select(func.count(), func.min(Job.next_retry_at)).where(Job.status == "queued", Job.next_retry_at <= now)
+    ).one()
+    return count, (now - oldest).total_seconds() if oldest is not None else 0.0
 
 
 def queue_depths() -> dict[str, int] | None:
@@ -48,7 +68,7 @@ def queue_depths() -> dict[str, int] | None:
 def worker_states() -> list[dict] | None:
     """Each RQ worker's name, state and current RQ job id, or None when Redis is unreachable."""
     try:
-        workers = Worker.all(connection=redis_conn())
+        workers = Worker.all(connection=redis_conn(), serializer=JSONSerializer)
         return [{"name": w.name, "state": w.get_state(), "job": w.get_current_job_id(),
                  "queues": ",".join(w.queue_names())} for w in workers]
     except RedisError:
@@ -89,6 +109,14 @@ class JobsCollector(Collector):
         for name in QUEUES:
             age.add_metric([name], ages.get(name, 0.0))
         yield age
+        overdue, overdue_age = overdue_retries()
+        count = GaugeMetricFamily("backhaul_retries_overdue", "Retries due but not yet handed to a queue")
+        count.add_metric([], overdue)
+        yield count
+        oldest = GaugeMetricFamily("backhaul_retry_oldest_overdue_seconds",
+                                   "How long past its due time the oldest waiting retry is (alert above ~15 s)")
+        oldest.add_metric([], overdue_age)
+        yield oldest
         db.session.commit()
 
         up = GaugeMetricFamily("backhaul_redis_up", "1 when Redis answered this scrape")

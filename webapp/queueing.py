@@ -14,7 +14,7 @@ import uuid
 from flask import current_app
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Retry
+from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
@@ -40,10 +40,10 @@ def get_queue(name: str) -> Queue:
     return Queue(name, connection=redis_conn(), serializer=JSONSerializer)
 
 
-def retry_intervals(attempts_left: int) -> list[int]:
-    """Exponential backoff with jitter for ``attempts_left`` more tries, in whole seconds."""
+def retry_delay(attempt: int) -> float:
+    """Seconds to wait before the try after failed ``attempt`` (1-based): exponential, with jitter."""
     base = float(current_app.config["RETRY_BASE_SECONDS"])
-    return [max(1, round(base * 2**i * random.uniform(0.5, 1.5))) for i in range(attempts_left)]
+    return max(1.0, round(base * 2 ** max(0, attempt - 1) * random.uniform(0.5, 1.5), 1))
 
 
 def submit(kind: str, owner_id: int, params: dict, title: str, *, depends_on: Job | None = None,
@@ -67,17 +67,17 @@ def enqueue(job: Job) -> bool:
 def _push(job: Job, rq_job_id: str, *, first: bool, depends_on: Job | None) -> bool:
     """Put one delivery of ``job`` on its queue; the row records only what did not go as planned."""
     policy = get_kind(job.kind)
-    attempts_left = max(0, job.max_attempts - job.attempts - 1)
+    # RQ holds ids and kinds only: rq-dashboard prints description and meta unescaped,
+    # so nothing a user wrote (titles live in our rows) ever goes into Redis. No RQ Retry
+    # either: the row owns retries (next_retry_at) and the reconciler hands them over.
     options = {
         "job_id": rq_job_id,
         "job_timeout": timeout_for(policy, current_app.config["JOB_TIMEOUTS"]),
         "result_ttl": current_app.config["RESULT_TTL_SECONDS"],
         "failure_ttl": current_app.config["FAILURE_TTL_SECONDS"],
-        "description": f"{policy.label}: {job.title}"[:200],
-        "meta": {"kind": job.kind, "owner_id": job.owner_id},
+        "description": f"{job.kind} {job.id}",
+        "meta": {"kind": job.kind, "job_id": str(job.id)},
     }
-    if attempts_left:
-        options["retry"] = Retry(max=attempts_left, interval=retry_intervals(attempts_left))
     try:
         if depends_on is not None and depends_on.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
             # RQ decides atomically: it queues this one at once if the other has already finished.

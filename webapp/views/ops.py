@@ -107,6 +107,10 @@ def scaling_hint(depths: dict[str, int] | None, ages: dict[str, float]) -> str |
     oldest = max(ages.values() or [0])
     if deepest > ADD_MORE_WORKERS_DEPTH:
         return f"A queue holds {deepest} jobs: add several workers (over {ADD_MORE_WORKERS_DEPTH} waiting)."
+    if deepest == 0 and oldest > WAITING_TOO_LONG_SECONDS:
+        # Waiting rows that no queue holds: nothing to scale; the hand-over is what is stuck.
+        return (f"Jobs have waited {oldest / 60:.0f} min without being in any queue: no worker is handing them "
+                "over. Check that at least one worker is running and can reach Redis.")
     if deepest > ADD_WORKERS_DEPTH or oldest > WAITING_TOO_LONG_SECONDS:
         return (f"A queue holds {deepest} jobs and the oldest has waited {oldest / 60:.0f} min: add a worker "
                 f"(rule: over {ADD_WORKERS_DEPTH} waiting, or waiting over {WAITING_TOO_LONG_SECONDS // 60} min).")

@@ -7,8 +7,10 @@ admin, and for anything but GET a same-origin Origin/Referer.
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
+import rq.job
 import rq_dashboard
 from flask import Flask, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -50,6 +52,31 @@ def guard_dashboard():
     return None
 
 
+def _json_by_default(cls: type) -> type:
+    """A subclass of the RQ class ``cls`` whose serializer is ours unless one is named."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["serializer"] = kwargs.get("serializer") or JSONSerializer
+        cls.__init__(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__doc__": f"{cls.__name__}, speaking JSON."})
+
+
+# What rq-dashboard builds without naming a serializer (registry views, job pages, requeue):
+# with RQ's default it would rewrite our jobs in pickle, which our workers cannot read.
+JSON_DEFAULT_NAMES = ("Queue", "Worker", "Job", "CanceledJobRegistry", "DeferredJobRegistry", "FailedJobRegistry",
+                      "FinishedJobRegistry", "ScheduledJobRegistry", "StartedJobRegistry")
+
+
+def speak_json(module) -> None:
+    """Make every RQ object rq-dashboard's ``module`` creates use our JSON serializer."""
+    for name in JSON_DEFAULT_NAMES:
+        current = getattr(module, name)
+        if current.__doc__ != f"{name}, speaking JSON.":
+            setattr(module, name, _json_by_default(current))
+    module.requeue_job = functools.partial(rq.job.requeue_job, serializer=JSONSerializer)
+
+
 def _dashboard_client(url: str, **_ignored):
     """rq-dashboard's ``from_url`` hook: (sentinel, client), the client from our factory."""
     return None, redis_client.connect(url)
@@ -59,6 +86,7 @@ def mount(app: Flask) -> None:
     """Register rq-dashboard at /rq with our JSON serializer and guard."""
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     rq_dashboard.web.config.serializer = JSONSerializer
+    speak_json(rq_dashboard.web)
     # rq-dashboard builds its Redis clients itself (at set-up and per request): hand it ours,
     # so rediss:// with a self-signed certificate works here as everywhere else.
     rq_dashboard.web.from_url = _dashboard_client

@@ -1,0 +1,75 @@
+"""Helpers for tests that watch job rows while real processes work on them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from sqlalchemy import func, select
+
+from tests.conftest import wait_for
+from webapp import queueing
+from webapp.extensions import db
+from webapp.models import Job, JobEvent
+
+
+def submit(app, owner_id: int, params: dict, title: str = "selftest") -> uuid.UUID:
+    """Submit a self-test job and return its id."""
+    with app.app_context():
+        return queueing.submit("selftest", owner_id, params, title).id
+
+
+def row(app, job_id) -> Job:
+    """A fresh copy of the job row."""
+    with app.app_context():
+        db.session.expire_all()
+        job = db.session.get(Job, job_id)
+        db.session.expunge(job)
+        return job
+
+
+def events(app, job_id, event: str) -> int:
+    """How many times ``event`` happened to the job."""
+    with app.app_context():
+        return db.session.scalar(
+            select(func.count()).select_from(JobEvent).where(JobEvent.job_id == job_id, JobEvent.event == event))
+
+
+def event_times(app, job_id, event: str) -> list:
+    """When ``event`` happened to the job, oldest first."""
+    with app.app_context():
+        return list(db.session.scalars(
+            select(JobEvent.at).where(JobEvent.job_id == job_id, JobEvent.event == event).order_by(JobEvent.at)))
+
+
+def wait_running(app, job_id) -> None:
+    """Wait until a worker has claimed the job."""
+    wait_for(lambda: row(app, job_id).status == "running", 20, message="the job to start")
+
+
+def horse_pid(app, job_id) -> int:
+    """The pid of the work process running the job (joins the worker's name with the first heartbeat)."""
+    job = wait_for(lambda: (j := row(app, job_id)).status == "running" and "/" in (j.worker_name or "") and j, 20,
+                   message="the job to start")
+    return int(job.worker_name.rsplit("/", 1)[1])
+
+
+def process_gone(pid: int) -> bool:
+    """True when no live process has this pid (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except ProcessLookupError:
+        return True
+
+
+def alive(pid: int) -> bool:
+    """The opposite of process_gone."""
+    return not process_gone(pid) and os.path.exists(f"/proc/{pid}")
+
+
+def report(case: str, seconds: float) -> None:
+    """Print a measured time for the note (see them with ``pytest -s``)."""
+    print(f"\nMEASURED {case}: {seconds:.1f} s")
