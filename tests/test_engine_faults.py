@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -191,7 +192,7 @@ def test_overdue_work_is_detected_from_the_rows_and_run(app, users, as_admin, st
         db.session.commit()
     metrics = as_admin.get("/metrics").get_data(as_text=True)
     assert "backhaul_retries_overdue 1.0" in metrics
-    age = float(metrics.split("backhaul_retry_oldest_overdue_seconds ")[1].split()[0])
+    age = float(re.search(r"^backhaul_retry_oldest_overdue_seconds (\S+)$", metrics, re.M).group(1))
     assert age >= 40
     started = time.monotonic()
     start_worker("fast")

@@ -102,7 +102,14 @@ def worker_process_of(worker_name: str | None) -> tuple[str, int] | None:
 
 
 def _process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
+    """Whether a live process with this pid exists on this host (a zombie is not alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
