@@ -10,6 +10,7 @@ from tests.conftest import wait_for
 from tests.test_exports import job_json, submit_export
 from webapp import jobstate, queueing, reconciler
 from webapp.extensions import db
+from webapp.kinds import KINDS
 from webapp.models import Job, JobEvent
 
 
@@ -193,3 +194,21 @@ def test_results_nobody_collected_are_removed_after_an_hour(app):
         assert runtime.remove_stale_results() == 1
         assert sorted(p.name for p in folder.glob("*.json")) == ["new_1.json"]
         (folder / "new_1.json").unlink()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_names_an_entry_point_that_runs_as_a_job(kind):
+    """Each kind's dotted path imports, is wrapped by job_entry (takes the row id only), and names a real queue."""
+    import importlib
+
+    from jobs.runtime import job_entry
+    from webapp.kinds import QUEUES
+
+    policy = KINDS[kind]
+    module_name, name = policy.func.rsplit(".", 1)
+    entry = getattr(importlib.import_module(module_name), name)
+    assert entry.__code__ is job_entry(lambda ctx: {}).__code__, f"{policy.func} is not wrapped by @job_entry"
+    assert callable(entry.__wrapped__)
+    assert policy.queue in QUEUES
+    assert policy.timeout > 0 and policy.max_attempts >= 1
+    assert policy.label and policy.name == kind
