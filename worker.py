@@ -158,7 +158,7 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
 
 
 def wait_for_redis(url: str) -> None:
-    """Block until Redis answers, backing off up to 10 s between tries."""
+    """Block until Redis answers, trying every 0.5-2 s: a queue that is back should be served at once."""
     delay = 0.5
     while True:
         try:
@@ -167,7 +167,7 @@ def wait_for_redis(url: str) -> None:
         except RedisError as exc:
             log.warning("Redis unreachable (%s); retrying in %.0fs", exc, delay)
             time.sleep(delay)
-            delay = min(delay * 2, 10)
+            delay = min(delay * 2, 2)
 
 
 if __name__ == "__main__":
