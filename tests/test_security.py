@@ -107,3 +107,82 @@ def test_the_dev_mailbox_is_for_admins_only(client, as_alice, as_admin):
     assert as_alice.get("/dev/mailbox/").status_code == 403
     assert as_alice.get("/dev/mailbox/some-message").status_code == 403
     assert as_admin.get("/dev/mailbox/").status_code == 200
+
+
+# --- 4. login throttling ----------------------------------------------------------------------------------------
+
+def _fail_logins(client: Browserless, email: str, times: int) -> None:
+    """Log in ``times`` times with a wrong password; each is an ordinary 'wrong password' page."""
+    for _ in range(times):
+        assert client.login(email, "wrong password!").status_code == 400
+
+
+def test_an_account_is_locked_for_a_while_after_ten_wrong_passwords(app, users, client):
+    """Ten wrong passwords, then the right one: 429 with our page, a message and Retry-After; other accounts
+    from the same address still log in."""
+    _fail_logins(client, "alice@example.com", 10)
+    refused = client.login("alice@example.com")
+    assert refused.status_code == 429
+    page = refused.get_data(as_text=True)
+    assert "Too many failed log-ins" in page and "Try again in 15 minutes" in page
+    assert 800 < int(refused.headers["Retry-After"]) <= 900
+    assert client.get("/jobs/").status_code == 302, "nobody logged in"
+    assert Browserless(app.test_client()).login("bob@example.com").status_code == 302
+    assert Browserless(app.test_client()).login("ALICE@example.com ").status_code == 429, "same account, any case"
+
+
+def test_an_address_is_throttled_across_accounts(app, users, client, monkeypatch):
+    """Guessing over many e-mails from one address hits the per-address limit; another address is unaffected."""
+    monkeypatch.setitem(app.config, "LOGIN_LIMIT_PER_ADDRESS", "3 per 15 minutes")
+    for i in range(3):
+        _fail_logins(client, f"guess{i}@example.com", 1)
+    assert client.login("bob@example.com").status_code == 429
+    other_network = app.test_client()
+    other_network.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    elsewhere = Browserless(other_network)
+    assert elsewhere.login("bob@example.com").status_code == 302
+
+
+def test_the_limit_is_kept_in_redis_across_processes(app, users, live_server):
+    """Failures counted by a gunicorn (two workers) lock the account in another process too."""
+    import http.cookiejar
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    for _ in range(10):
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with opener.open(f"{live_server}/login") as response:
+            form = response.read().decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        body = urllib.parse.urlencode({"email": "alice@example.com", "password": "nope nope", "csrf_token": token})
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            opener.open(f"{live_server}/login", body.encode())
+        failed.value.close()
+        assert failed.value.code == 400
+    assert Browserless(app.test_client()).login("alice@example.com").status_code == 429
+
+
+def test_login_still_works_when_redis_is_down(app, users):
+    """No Redis: the limiter logs and lets the attempt through (fail open); no 500."""
+    offline = Browserless(create_app({"TESTING": True, "REDIS_URL": "redis://127.0.0.1:1/0"}).test_client())
+    assert offline.login("alice@example.com", "wrong password!").status_code == 400
+    assert offline.login("alice@example.com").status_code == 302
+
+
+def test_an_unknown_email_takes_as_long_as_a_known_one(app, users, client):
+    """A wrong password for a real account and any password for a made-up one cost the same hashing time."""
+    import statistics
+    import time
+
+    def timed(email: str) -> float:
+        started = time.perf_counter()
+        assert client.login(email, "wrong password!").status_code == 400
+        return time.perf_counter() - started
+
+    known, unknown = [], []
+    for i in range(4):
+        known.append(timed("alice@example.com"))
+        unknown.append(timed(f"nobody{i}@example.com"))
+    assert statistics.median(unknown) > 0.5 * statistics.median(known), (known, unknown)

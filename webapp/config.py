@@ -177,6 +177,11 @@ def load_config(overrides: dict | None = None) -> dict:
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
         # How long a web process reuses the signed-in account's row (webapp/signed_in.py); 0 = every request.
         "ACCOUNT_CACHE_SECONDS": _float("ACCOUNT_CACHE_SECONDS", 1),
+        # Failed log-ins allowed per window (webapp/throttle.py); "N per M minutes" as Flask-Limiter reads it.
+        "LOGIN_LIMIT_PER_ACCOUNT": os.environ.get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes"),
+        "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS", "50 per 15 minutes"),
+        # Reverse proxies in front of the app whose X-Forwarded-For/-Proto to believe (Heroku's router: 1).
+        "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webapp.extensions import db
+from webapp.throttle import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,16 @@ def register_errorhandlers(app: Flask) -> None:
         return _render(413, "Upload too large",
                        f"That upload is too large. Each photo may be up to {limit_mb} MB, "
                        f"and up to {app.config['PHOTO_MAX_FILES']} photos at once.")
+
+    @app.errorhandler(RateLimitExceeded)
+    def throttled(exc: RateLimitExceeded):
+        """Too many failed log-ins: say when to try again, in words and in Retry-After."""
+        seconds = retry_after_seconds()
+        minutes = max(1, round(seconds / 60))
+        body, code = _render(429, "Too many attempts",
+                             "Too many failed log-ins for this account or from your network. "
+                             f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.")
+        return body, code, {"Retry-After": str(seconds)}
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp.extensions import csrf, db, login_manager, mail, migrate
 
@@ -15,6 +16,11 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", "migrations")))
     csrf.init_app(app)
     mail.init_app(app)
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        # Behind a router (Heroku, a load balancer) the client's address and scheme arrive in
+        # X-Forwarded-*; the login throttle and the same-origin checks need the real ones.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -27,7 +33,8 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount one blueprint per feature, plus rq-dashboard at /rq."""
+    """Mount one blueprint per feature, plus rq-dashboard at /rq; throttle the login."""
+    from webapp import throttle
     from webapp.views import (
         auth,
         devmail,
@@ -47,6 +54,7 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(module.bp)
     if app.config["DEV_MAILBOX"]:
         app.register_blueprint(devmail.bp)
+    throttle.register_login_throttle(app)
     rqdash.mount(app)
     app.context_processor(lambda: {"nav_items": nav_items})
 
