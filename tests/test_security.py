@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
+import re
 import stat
+import statistics
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 from flask import Flask
 
-from tests.conftest import ROOT, Browserless
-from webapp import create_app
+from tests.conftest import PASSWORD, ROOT, Browserless, wait_for
+from webapp import create_app, signed_in
 from webapp.config import TEST_SECRET_KEY, ConfigError, development_secret_key, load_config
 
 LONG_KEY = "k" * 48
@@ -145,12 +152,6 @@ def test_an_address_is_throttled_across_accounts(app, users, client, monkeypatch
 
 def test_the_limit_is_kept_in_redis_across_processes(app, users, live_server):
     """Failures counted by a gunicorn (two workers) lock the account in another process too."""
-    import http.cookiejar
-    import re
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
     for _ in range(10):
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         with opener.open(f"{live_server}/login") as response:
@@ -173,9 +174,6 @@ def test_login_still_works_when_redis_is_down(app, users):
 
 def test_an_unknown_email_takes_as_long_as_a_known_one(app, users, client):
     """A wrong password for a real account and any password for a made-up one cost the same hashing time."""
-    import statistics
-    import time
-
     def timed(email: str) -> float:
         started = time.perf_counter()
         assert client.login(email, "wrong password!").status_code == 400
@@ -186,3 +184,73 @@ def test_an_unknown_email_takes_as_long_as_a_known_one(app, users, client):
         known.append(timed("alice@example.com"))
         unknown.append(timed(f"nobody{i}@example.com"))
     assert statistics.median(unknown) > 0.5 * statistics.median(known), (known, unknown)
+
+
+# --- 5. ending sessions -----------------------------------------------------------------------------------------
+
+def _copy_of(client: Browserless, app) -> Browserless:
+    """Another browser holding a copy of ``client``'s session cookie."""
+    stolen = client.client.get_cookie("session")
+    thief = app.test_client()
+    thief.set_cookie("session", stolen.value)
+    return Browserless(thief)
+
+
+def test_logging_out_ends_a_copied_session_cookie_too(app, as_alice):
+    """A copy of the cookie taken while logged in works until the owner logs out, then it is worthless."""
+    thief = _copy_of(as_alice, app)
+    assert thief.get("/jobs/").status_code == 200
+    assert as_alice.post("/logout").status_code == 302
+    assert as_alice.get("/jobs/").status_code == 302
+    response = thief.get("/jobs/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_logging_out_in_one_process_ends_the_session_in_the_others(app, as_alice, live_server):
+    """The same cookie on a gunicorn (other processes, their own caches) stops working within the cache window."""
+    cookie = as_alice.client.get_cookie("session").value
+
+    def status() -> int:
+        request = urllib.request.Request(f"{live_server}/jobs/", headers={"Cookie": f"session={cookie}"})
+        opener = urllib.request.build_opener(_NoRedirect)
+        with opener.open(request) as response:
+            return response.status
+
+    assert status() == 200
+    as_alice.post("/logout")
+    wait_for(lambda: status() == 302, app.config["ACCOUNT_CACHE_SECONDS"] + 5, every=0.1,
+             message="the other processes to drop the session")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Report a redirect as it is instead of following it."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        """Return the 302 response itself."""
+        return fp
+
+
+def test_changing_the_password_logs_out_every_other_session(app, users, as_alice):
+    """A new password keeps this browser logged in and ends every other session; the new password works."""
+    thief = _copy_of(as_alice, app)
+    wrong = as_alice.post("/account/password", {"current": "not it at all", "new": "a brand new pw",
+                                                "confirm": "a brand new pw"}, form_page="/account/password")
+    assert wrong.status_code == 400 and "not your current password" in wrong.get_data(as_text=True)
+    changed = as_alice.post("/account/password", {"current": PASSWORD, "new": "a brand new pw",
+                                                  "confirm": "a brand new pw"}, form_page="/account/password")
+    assert changed.status_code == 302
+    assert as_alice.get("/jobs/").status_code == 200
+    assert thief.get("/jobs/").status_code == 302
+    fresh = Browserless(app.test_client())
+    assert fresh.login("alice@example.com").status_code == 400
+    assert fresh.login("alice@example.com", "a brand new pw").status_code == 302
+
+
+def test_a_new_password_from_the_cli_ends_every_session(app, as_alice):
+    """`flask users create` on an existing account (a reset by the operator) ends its sessions."""
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["users", "create", "alice@example.com", "--password", "operator reset"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        signed_in.forget()
+    assert as_alice.get("/jobs/").status_code == 302

@@ -27,9 +27,9 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message_category = "info"
 
     @login_manager.user_loader
-    def load_user(user_id: str) -> models.User | None:
-        """The logged-in user for this request."""
-        return signed_in.load(int(user_id))
+    def load_user(session_id: str) -> models.User | None:
+        """The logged-in user for this request (None when that session was ended)."""
+        return signed_in.load(session_id)
 
 
 def register_blueprints(app: Flask) -> None:
