@@ -254,3 +254,138 @@ def test_a_new_password_from_the_cli_ends_every_session(app, as_alice):
     with app.app_context():
         signed_in.forget()
     assert as_alice.get("/jobs/").status_code == 302
+
+
+# --- 6. security headers and the Content-Security-Policy in a real browser ---------------------------------------
+
+def test_every_response_carries_the_security_headers(client, as_alice, monkeypatch, app, users):
+    """Pages, error pages, static files and /rq answers all carry the headers; HSTS only in production."""
+    for response in (client.get("/login"), as_alice.get("/jobs/"), as_alice.get("/no/such/page"),
+                     client.get("/static/css/app.css"), as_alice.get("/rq/")):
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        assert "Strict-Transport-Security" not in response.headers
+        response.close()
+    main = client.get("/login").headers["Content-Security-Policy"]
+    assert "script-src 'self';" in main and "unsafe-inline'" not in main.split("style-src-attr")[0]
+    prod = _production_app(monkeypatch).test_client()
+    assert prod.get("/login").headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+class PolicyWatch:
+    """Collects what a page's Content-Security-Policy refused, every alert dialog and every console error."""
+
+    def __init__(self, page) -> None:
+        self.violations: list[str] = []
+        self.dialogs: list[str] = []
+        self.console: list[str] = []
+        page.expose_function("__reportViolation", self._violation)
+        page.add_init_script("""document.addEventListener('securitypolicyviolation', (e) => {
+            window.__reportViolation(e.effectiveDirective + ' ' + e.blockedURI + ' ' + (e.sample || '') +
+                                     ' on ' + document.location.pathname);
+        }, true);""")
+        page.on("dialog", self._dialog)
+        page.on("console", lambda message: self.console.append(message.text) if message.type == "error" else None)
+
+    def _violation(self, description: str) -> None:
+        """Note what the policy refused."""
+        self.violations.append(description)
+
+    def _dialog(self, dialog) -> None:
+        """Note the dialog and dismiss it."""
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+def test_the_main_pages_work_under_the_policy_without_a_single_violation(app, users, live_server, start_worker,
+                                                                          page, tmp_path):
+    """Log in, export to a finished job (htmx polling), upload a photo, compose a newsletter, open the ops page:
+    nothing is refused by the Content-Security-Policy, and the confirm step of a delete still asks."""
+    from tests.browser import login
+    from tests.factories import seed_many_orders
+    from tests.test_photos import jpeg_bytes
+
+    seed_many_orders(app, 200)
+    watch = PolicyWatch(page)
+    start_worker()
+    login(page, live_server, "root@example.com", PASSWORD)
+    page.get_by_role("link", name="Exports").click()
+    page.get_by_label("From").fill("2020-01-01")
+    page.get_by_label("To").fill("2029-12-31")
+    page.get_by_role("button", name="Export to CSV").click()
+    page.wait_for_url("**/jobs/*")
+    page.get_by_role("link", name="Download CSV").wait_for(timeout=30_000)
+    page.get_by_role("link", name="Jobs").first.click()
+    page.locator("table.table tbody tr").first.wait_for()
+
+    photo = tmp_path / "shoe.jpg"
+    photo.write_bytes(jpeg_bytes((800, 600)))
+    page.get_by_role("link", name="Photos").click()
+    page.set_input_files("input#photos", [str(photo)])
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_function("() => document.querySelectorAll('.photo-card img').length === 1", timeout=30_000)
+    page.locator(".photo-card a").first.click()
+    page.get_by_role("button", name="Delete").click()
+    assert watch.dialogs == ["Delete this photo and all its variants?"], "confirm.js asks before deleting"
+    assert "/photos/" in page.url
+
+    page.get_by_role("link", name="Newsletters").click()
+    page.get_by_role("link", name="Compose").first.click()
+    page.get_by_label("Subject").fill("Policy check")
+    page.get_by_role("button", name="Save and preview").click()
+    page.get_by_role("button", name="Send a test to me").wait_for()
+    page.get_by_role("link", name="Operations").click()
+    page.locator("#ops-panel svg").wait_for()
+    page.wait_for_timeout(300)
+    assert watch.violations == []
+    assert not [line for line in watch.console if "Content Security Policy" in line], watch.console
+
+
+# --- 3. rq-dashboard under its own policy: user text cannot run in an admin's browser ----------------------------
+
+PAYLOAD = "<img src=x onerror=\"window.__xss=1;alert('xss')\">"
+
+
+def test_hostile_job_text_runs_no_script_in_rq_dashboard(app, users, as_alice, live_server, burst_worker, page,
+                                                          mailbox):
+    """A plain user titles a newsletter with an <img onerror> and sends tests (one finished, one still queued); a
+    job with that text in its RQ description and meta is planted as well. An admin opens the queues, the registry
+    lists and each job page in /rq: no script runs, no dialog opens, and the planted one is refused by the policy."""
+    from rq.registry import FinishedJobRegistry
+
+    from tests.browser import login
+    from tests.test_newsletters import compose
+    from webapp.queueing import get_queue
+
+    newsletter_id = compose(as_alice, subject=PAYLOAD, body=PAYLOAD)
+    as_alice.post(f"/newsletters/{newsletter_id}/test", form_page=f"/newsletters/{newsletter_id}")
+    burst_worker("fast")
+    as_alice.post(f"/newsletters/{newsletter_id}/test", form_page=f"/newsletters/{newsletter_id}")
+    with app.app_context():
+        queue = get_queue("default")
+        planted = queue.enqueue("jobs.selftest.not_run", job_id="planted-by-the-test", description=PAYLOAD,
+                                meta={"note": PAYLOAD})
+        fast = get_queue("fast")
+        job_ids = [*fast.get_job_ids(), *FinishedJobRegistry("fast", connection=fast.connection).get_job_ids()]
+    assert len(job_ids) == 2
+
+    watch = PolicyWatch(page)
+    login(page, live_server, "root@example.com", PASSWORD)
+    views = ["/rq/", "/rq/0/view/jobs/fast/finished/8/asc/1", "/rq/0/view/jobs/fast/queued/8/asc/1",
+             "/rq/0/view/jobs/default/queued/8/asc/1"]
+    for path in views:
+        page.goto(live_server + path)
+        page.wait_for_load_state("networkidle")
+    for job_id in [*job_ids, planted.id]:
+        page.goto(f"{live_server}/rq/0/view/job/{job_id}")
+        page.locator("#job-data p").first.wait_for()
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("window.__xss") is None, f"script ran on the page of {job_id}"
+    assert page.locator("#job-data img[src='x']").count() >= 1, "the planted markup reached the page"
+    assert any(v.startswith("script-src-attr") for v in watch.violations), watch.violations
+    assert watch.dialogs == []
+    for path in views:  # the list pages (which escape descriptions) and the job pages refused nothing else
+        assert not [v for v in watch.violations if v.endswith(path)], watch.violations

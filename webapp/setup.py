@@ -9,8 +9,8 @@ from webapp.extensions import csrf, db, login_manager, mail, migrate
 
 
 def register_extensions(app: Flask) -> None:
-    """Initialise database, migrations, login, CSRF and mail."""
-    from webapp import models, signed_in
+    """Initialise database, migrations, login, CSRF and mail; security headers on every response."""
+    from webapp import headers, models, signed_in
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", "migrations")))
@@ -21,6 +21,7 @@ def register_extensions(app: Flask) -> None:
         # Behind a router (Heroku, a load balancer) the client's address and scheme arrive in
         # X-Forwarded-*; the login throttle and the same-origin checks need the real ones.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
+    headers.register_security_headers(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
