@@ -389,3 +389,32 @@ def test_hostile_job_text_runs_no_script_in_rq_dashboard(app, users, as_alice, l
     assert watch.dialogs == []
     for path in views:  # the list pages (which escape descriptions) and the job pages refused nothing else
         assert not [v for v in watch.violations if v.endswith(path)], watch.violations
+
+
+# --- 8. request body size ---------------------------------------------------------------------------------------
+
+def test_an_anonymous_900_mb_login_body_is_refused_at_once(app, live_server):
+    """gunicorn answers a declared 900 MB POST /login with 413 without waiting for (or reading) the body."""
+    import socket
+
+    host, port = live_server.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(b"POST /login HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 943718400\r\n\r\nemail=a")
+        answer = conn.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert "That request is too large" in answer or "Content-Length: " in answer
+    assert time.monotonic() - started < 15
+
+
+def test_forms_take_one_megabyte_and_photo_uploads_their_own_limit(as_alice):
+    """A 2 MB form post is refused with our page; a 2 MB photo upload goes through the photo route."""
+    from tests.test_photos import upload
+
+    big_form = as_alice.post("/exports/new", {"date_from": "2026-01-01", "date_to": "2026-01-02",
+                                              "status": "x" * (2 * 1024 * 1024)}, form_page="/exports/new")
+    assert big_form.status_code == 413
+    assert "That request is too large for this page." in big_form.get_data(as_text=True)
+    photo = upload(as_alice, ("large.jpg", b"\xff\xd8\xff\xe0" + os.urandom(2 * 1024 * 1024)))
+    assert photo.status_code == 303

@@ -138,8 +138,13 @@ def load_config(overrides: dict | None = None) -> dict:
         "REDIS_URL": redis_client.url_from_environment(),
         "STORAGE_BACKEND": os.environ.get("STORAGE_BACKEND", "local"),
         "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(PROJECT_ROOT / "var" / "storage")),
+        # Every request body (forms, /login); the upload routes raise it for themselves (webapp/body_limits.py).
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
         # The whole multi-photo upload request; each file is also checked against PHOTO_MAX_MB.
-        "MAX_CONTENT_LENGTH": (_int("PHOTO_MAX_MB", 50) * _int("PHOTO_MAX_FILES", 20) + 1) * 1024 * 1024,
+        "PHOTO_UPLOAD_MAX_BYTES": (_int("PHOTO_MAX_MB", 50) * _int("PHOTO_MAX_FILES", 20) + 1) * 1024 * 1024,
+        "IMPORT_MAX_MB": _int("IMPORT_MAX_MB", 20),
+        # The CSV plus the form around it.
+        "IMPORT_MAX_BYTES": (_int("IMPORT_MAX_MB", 20) + 1) * 1024 * 1024,
         "PHOTO_MAX_MB": _int("PHOTO_MAX_MB", 50),
         "PHOTO_MAX_FILES": _int("PHOTO_MAX_FILES", 20),
         "PHOTO_MAX_PIXELS": _int("PHOTO_MAX_PIXELS", 100_000_000),

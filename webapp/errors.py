@@ -26,11 +26,15 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge):
-        """An upload over the limit gets a friendly page, not a bare 413."""
-        limit_mb = app.config["PHOTO_MAX_MB"]
-        return _render(413, "Upload too large",
-                       f"That upload is too large. Each photo may be up to {limit_mb} MB, "
+        """A body over the limit gets a page that names the limit, not a bare 413."""
+        if request.endpoint == "photos.upload":
+            message = (f"That upload is too large. Each photo may be up to {app.config['PHOTO_MAX_MB']} MB, "
                        f"and up to {app.config['PHOTO_MAX_FILES']} photos at once.")
+        elif request.endpoint == "subscribers.import_csv":
+            message = f"That file is too large: a subscriber import may be up to {app.config['IMPORT_MAX_MB']} MB."
+        else:
+            message = "That request is too large for this page."
+        return _render(413, "Upload too large", message)
 
     @app.errorhandler(RateLimitExceeded)
     def throttled(exc: RateLimitExceeded):

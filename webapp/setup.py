@@ -10,7 +10,9 @@ from webapp.extensions import csrf, db, login_manager, mail, migrate
 
 def register_extensions(app: Flask) -> None:
     """Initialise database, migrations, login, CSRF and mail; security headers on every response."""
-    from webapp import headers, models, signed_in
+    from webapp import body_limits, headers, models, signed_in
+
+    body_limits.register_body_limits(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", "migrations")))

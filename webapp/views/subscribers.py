@@ -21,7 +21,6 @@ from webapp.newsletter_content import read_unsubscribe_token
 bp = Blueprint("subscribers", __name__)
 
 PAGE = 50
-IMPORT_MAX_MB = 20
 
 
 class SubscriberForm(Form):
@@ -111,8 +110,9 @@ def import_csv():
     upload.stream.seek(0, 2)
     size = upload.stream.tell()
     upload.stream.seek(0)
-    if size > IMPORT_MAX_MB * 1024 * 1024:
-        flash(f"That file is over {IMPORT_MAX_MB} MB.", "error")
+    limit_mb = current_app.config["IMPORT_MAX_MB"]
+    if size > limit_mb * 1024 * 1024:
+        flash(f"That file is over {limit_mb} MB.", "error")
         return redirect(url_for("subscribers.index"), code=303)
     name = storage.safe_filename(upload.filename or "subscribers.csv")
     stored = storage.store_stream(current_user.id, upload.stream, name, "text/csv")
