@@ -418,3 +418,44 @@ def test_forms_take_one_megabyte_and_photo_uploads_their_own_limit(as_alice):
     assert "That request is too large for this page." in big_form.get_data(as_text=True)
     photo = upload(as_alice, ("large.jpg", b"\xff\xd8\xff\xe0" + os.urandom(2 * 1024 * 1024)))
     assert photo.status_code == 303
+
+
+# --- 9. odd input is a 4xx with our page, never a 500 ------------------------------------------------------------
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("path", [
+    f"/jobs/?page={HUGE}",
+    f"/subscribers/?page={HUGE}",
+    f"/newsletters/{{newsletter}}/report?page={HUGE}",
+    "/dev/mailbox/" + "m" * 3000,
+    "/rq/0/view/job/nope",
+    "/rq/0/data/job/nope.json",
+    "/rq/0/view/job/" + "j" * 3000,
+    "/rq/0/view/jobs/fast/bogus/8/asc/1",
+    "/rq/0/data/jobs/fast/bogus/8/asc/1.json",
+    "/rq/0/data/jobs/fast/queued/x/asc/1.json",
+    "/rq/0/data/jobs/fast/queued/0/asc/1.json",
+    "/rq/0/data/jobs/fast/queued/8/up/1.json",
+    f"/rq/0/data/jobs/fast/queued/8/asc/{HUGE}.json",
+    "/rq/0/data/jobs/nope/queued/8/asc/1.json",
+    "/rq/5/view",
+    "/rq/5/data/queues.json",
+    "POST /rq/job/nope/requeue",
+    "POST /rq/queue/cpu/compact",
+    "POST /rq/queue/fast/bogus/empty",
+])
+def test_odd_input_gets_a_4xx_page_not_a_crash(as_admin, path):
+    """Huge page numbers, over-long names and unknown ids or registries in rq-dashboard: 4xx with our error page."""
+    from tests.test_newsletters import compose
+
+    if "{newsletter}" in path:
+        path = path.format(newsletter=compose(as_admin))
+    method, _, path = path.rpartition(" ")
+    if method == "POST":
+        response = as_admin.client.post(path, headers={"Origin": "http://localhost"})
+    else:
+        response = as_admin.get(path)
+    assert 400 <= response.status_code < 500, response.status_code
+    assert 'class="error-box"' in response.get_data(as_text=True)

@@ -7,6 +7,7 @@ import logging
 from flask import Flask, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webapp.extensions import db
@@ -45,6 +46,12 @@ def register_errorhandlers(app: Flask) -> None:
                              "Too many failed log-ins for this account or from your network. "
                              f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.")
         return body, code, {"Retry-After": str(seconds)}
+
+    @app.errorhandler(NoSuchJobError)
+    @app.errorhandler(DeserializationError)
+    def no_such_rq_job(exc: Exception):
+        """rq-dashboard asked for an RQ job that is gone (or was never ours to read)."""
+        return _render(404, "No such job", "That job is not in the queue (any more).")
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):

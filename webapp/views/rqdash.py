@@ -12,14 +12,20 @@ from urllib.parse import urlsplit
 import rq_dashboard
 from flask import Flask, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq.serializers import JSONSerializer
 
 from webapp import redis_client
 from webapp.extensions import csrf
+from webapp.kinds import QUEUES
 
 # rq-dashboard endpoints that change state even on GET.
 STATE_CHANGING_GETS = {"rq_dashboard.requeue_all"}
+# What rq-dashboard's URLs may hold; anything else crashes its views (an unknown registry, page 0, "x").
+REGISTRIES = {"queued", "failed", "deferred", "started", "finished", "scheduled", "canceled"}
+ORDERS = {"asc", "dsc"}
+MAX_PAGE = 1_000_000
+MAX_ID_LENGTH = 200
 
 
 def _same_origin() -> bool:
@@ -28,6 +34,20 @@ def _same_origin() -> bool:
     if not source:
         return False
     return urlsplit(source).netloc == request.host
+
+
+def _url_is_sane() -> bool:
+    """True when the URL's parts are ones rq-dashboard can serve (a 404 is ours to give otherwise)."""
+    args = request.view_args or {}
+    if args.get("instance_number", 0) != 0 or args.get("queue_name", QUEUES[0]) not in QUEUES:
+        return False
+    if args.get("registry_name", "queued") not in REGISTRIES or args.get("order", "asc") not in ORDERS:
+        return False
+    for name in ("per_page", "page"):
+        value = str(args.get(name, "1"))
+        if not (value.isdecimal() and 1 <= int(value) <= MAX_PAGE):
+            return False
+    return len(str(args.get("job_id", ""))) <= MAX_ID_LENGTH
 
 
 def guard_dashboard():
@@ -39,6 +59,8 @@ def guard_dashboard():
     changes_state = request.method not in ("GET", "HEAD", "OPTIONS") or request.endpoint in STATE_CHANGING_GETS
     if changes_state and not _same_origin():
         abort(403, "Cross-site request refused.")
+    if not _url_is_sane():
+        abort(404, "Nothing to show at this address.")
     try:
         current_app.redis_conn.ping()
     except RedisError:
@@ -48,6 +70,12 @@ def guard_dashboard():
             "database and will be handed over when it is back.",
         ), 503
     return None
+
+
+def _redis_refused(exc: ResponseError):
+    """Redis refused a dashboard command (compacting a queue that is empty): say so instead of a 500."""
+    return render_template("errors/error.html", code=409, title="Nothing to do",
+                           message="Redis refused that: the queue is probably empty."), 409
 
 
 def _dashboard_client(url: str, **_ignored):
@@ -67,5 +95,6 @@ def mount(app: Flask) -> None:
     if guard_dashboard not in blueprint.before_request_funcs.get(None, []):
         # before_request funcs run in order; ours must come before rq-dashboard's own.
         blueprint.before_request_funcs.setdefault(None, []).insert(0, guard_dashboard)
+    blueprint.register_error_handler(ResponseError, _redis_refused)
     csrf.exempt(blueprint)
     app.register_blueprint(blueprint, url_prefix="/rq")

@@ -17,6 +17,7 @@ from webapp.forms import Form
 from webapp.models import Subscriber
 from webapp.models.job import utcnow
 from webapp.newsletter_content import read_unsubscribe_token
+from webapp.paging import page_number
 
 bp = Blueprint("subscribers", __name__)
 
@@ -49,7 +50,7 @@ class ImportForm(Form):
 def index():
     """Search and list subscribers."""
     q = (request.args.get("q") or "").strip()[:100]
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = page_number()
     stmt = select(Subscriber)
     if q:
         like = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
