@@ -7,6 +7,7 @@ import logging
 from flask import Flask, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from redis.exceptions import ResponseError
 from rq.exceptions import DeserializationError, NoSuchJobError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -52,6 +53,13 @@ def register_errorhandlers(app: Flask) -> None:
     def no_such_rq_job(exc: Exception):
         """rq-dashboard asked for an RQ job that is gone (or was never ours to read)."""
         return _render(404, "No such job", "That job is not in the queue (any more).")
+
+    @app.errorhandler(ResponseError)
+    def redis_refused(exc: ResponseError):
+        """Redis refused a command: in rq-dashboard (compacting an empty queue) that is the user's doing."""
+        if request.blueprint == "rq_dashboard":
+            return _render(409, "Nothing to do", "Redis refused that: the queue is probably empty.")
+        return crashed(exc)
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):

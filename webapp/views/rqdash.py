@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import rq_dashboard
 from flask import Flask, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
 
 from webapp import redis_client
@@ -72,12 +72,6 @@ def guard_dashboard():
     return None
 
 
-def _redis_refused(exc: ResponseError):
-    """Redis refused a dashboard command (compacting a queue that is empty): say so instead of a 500."""
-    return render_template("errors/error.html", code=409, title="Nothing to do",
-                           message="Redis refused that: the queue is probably empty."), 409
-
-
 def _dashboard_client(url: str, **_ignored):
     """rq-dashboard's ``from_url`` hook: (sentinel, client), the client from our factory."""
     return None, redis_client.connect(url)
@@ -95,6 +89,5 @@ def mount(app: Flask) -> None:
     if guard_dashboard not in blueprint.before_request_funcs.get(None, []):
         # before_request funcs run in order; ours must come before rq-dashboard's own.
         blueprint.before_request_funcs.setdefault(None, []).insert(0, guard_dashboard)
-    blueprint.register_error_handler(ResponseError, _redis_refused)
     csrf.exempt(blueprint)
     app.register_blueprint(blueprint, url_prefix="/rq")
