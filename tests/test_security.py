@@ -459,3 +459,176 @@ def test_odd_input_gets_a_4xx_page_not_a_crash(as_admin, path):
         response = as_admin.get(path)
     assert 400 <= response.status_code < 500, response.status_code
     assert 'class="error-box"' in response.get_data(as_text=True)
+
+
+# --- 10. subscriber CSV files as spreadsheets and mail tools really write them -----------------------------------
+
+def _import(client: Browserless, content: bytes, burst_worker, name: str = "list.csv") -> dict:
+    """Upload ``content`` through the import form, run a real worker, return the job row."""
+    import io
+
+    response = client.post("/subscribers/import", {"csv_file": (io.BytesIO(content), name)},
+                           form_page="/subscribers/", content_type="multipart/form-data")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    job_id = response.headers["Location"].rsplit("/", 1)[-1]
+    burst_worker("default")
+    return client.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).get_json()
+
+
+def _subscribers(app) -> dict[str, str]:
+    """Every subscriber's address and name."""
+    from webapp.extensions import db
+    from webapp.models import Subscriber
+
+    with app.app_context():
+        return dict(db.session.execute(db.select(Subscriber.email, Subscriber.name)).all())
+
+
+LIST = "email;name\r\nanna@example.com;Anna Ångström\r\nbob@example.com;Bob, Jr.\r\n"
+
+
+@pytest.mark.parametrize(("label", "content"), [
+    ("UTF-8 with BOM, CRLF, semicolons", b"\xef\xbb\xbf" + LIST.encode()),
+    ("UTF-8, LF only", LIST.replace("\r\n", "\n").encode()),
+    ("UTF-8, CR only (classic Mac)", LIST.replace("\r\n", "\r").encode()),
+    ("UTF-16 LE with BOM (Excel's Unicode text)", LIST.encode("utf-16")),
+    ("UTF-16 BE with BOM", b"\xfe\xff" + LIST.encode("utf-16-be")),
+    ("commas, a quoted name with a comma", 'email,name\nanna@example.com,Anna Ångström\nbob@example.com,"Bob, Jr."\n'
+                                          .encode()),
+    ("tabs, columns the other way round", "name\temail\nAnna Ångström\tanna@example.com\nBob, Jr.\tbob@example.com\n"
+                                          .encode()),
+])
+def test_csv_files_as_spreadsheets_write_them_import_cleanly(app, as_admin, burst_worker, label, content):
+    """Every encoding, line ending and delimiter a spreadsheet writes gives the same two subscribers, names intact."""
+    row = _import(as_admin, content, burst_worker)
+    assert row["status"] == "succeeded", row
+    assert row["result"]["added"] == 2 and row["result"]["problems"] == []
+    assert _subscribers(app) == {"anna@example.com": "Anna Ångström", "bob@example.com": "Bob, Jr."}
+
+
+def test_unusable_lines_are_explained_by_line_and_the_rest_imported(app, as_admin, burst_worker):
+    """A NUL byte, control characters, a missing address, a 200 kB field: each line is reported with its number,
+    nothing of it is stored, and the good lines go in."""
+    content = (b"email,name\n"
+               b"good1@example.com,One\n"
+               b"nul\x00@example.com,Nul\n"
+               b"good2@example.com,Tw\x00o\n"
+               b",No address\n"
+               b"bell\x07@example.com,Bell\n"
+               b"long@example.com," + b"x" * 200_000 + b"\n"
+               b"good3@example.com,Three\x1b[31m\n")
+    row = _import(as_admin, content, burst_worker)
+    assert row["status"] == "succeeded", row
+    reasons = {p["line"]: p["reason"] for p in row["result"]["problems"]}
+    assert reasons[3] == reasons[4] == "contains a NUL byte (not text)"
+    assert reasons[5] == "no e-mail address"
+    assert reasons[6].startswith("invalid address")
+    assert reasons[7].startswith("unreadable line")
+    assert all("\x00" not in p["value"] and "\x07" not in p["value"] for p in row["result"]["problems"])
+    assert _subscribers(app) == {"good1@example.com": "One", "good3@example.com": "Three[31m"}
+    page = as_admin.get(f"/jobs/{row['id']}").get_data(as_text=True)
+    assert "contains a NUL byte" in page
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("email\nanna@example.com\nJosé,x\n".encode("latin-1"), "Line 3 is not UTF-8 text"),
+    (b"PK\x03\x04" + os.urandom(2000), "Excel workbook"),
+    (b"\x89PNG\r\n\x1a\n" + os.urandom(3000), "is not UTF-8 text"),
+    (b"email,name\n\n", "no lines with an e-mail address"),
+])
+def test_a_file_that_is_not_a_csv_fails_once_with_a_clear_message(app, as_admin, burst_worker, content, message):
+    """Latin-1, an .xlsx, a PNG, an empty list: the job fails with a message that says what to do, and is not
+    retried; nothing is added."""
+    row = _import(as_admin, content, burst_worker)
+    assert row["status"] == "failed", row
+    assert message in row["error"]
+    assert row["attempts"] == 1
+    assert _subscribers(app) == {}
+
+
+# --- 7. who may act on subscribers --------------------------------------------------------------------------------
+
+SUBSCRIBER_ACTIONS = [
+    ("GET", "/subscribers/", {}),
+    ("GET", "/subscribers/?q=example", {}),
+    ("POST", "/subscribers/", {"email": "new@example.com", "name": "New"}),
+    ("POST", "/subscribers/{subscriber}/unsubscribe", {}),
+    ("POST", "/subscribers/import", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "data"), SUBSCRIBER_ACTIONS)
+@pytest.mark.parametrize("who", ["anonymous", "staff", "admin"])
+def test_only_admins_list_add_import_and_unsubscribe_subscribers(app, users, who, method, path, data):
+    """The subscriber list is personal data: admins only; staff get 403, visitors the login page."""
+    from tests.test_newsletters import add_subscribers
+
+    add_subscribers(app, 2)
+    client = Browserless(app.test_client())
+    if who != "anonymous":
+        assert client.login("root@example.com" if who == "admin" else "alice@example.com").status_code == 302
+    path = path.format(subscriber=1)
+    if method == "GET":
+        response = client.get(path)
+    else:
+        form = dict(data, csrf_token=client.token("/login" if who == "anonymous" else "/jobs/"))
+        response = client.client.post(path, data=form)
+    if who == "anonymous":
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    elif who == "staff":
+        assert response.status_code == 403
+        assert "for administrators" in response.get_data(as_text=True)
+    else:
+        assert response.status_code in (200, 303), response.status_code
+
+
+def test_staff_write_and_send_newsletters(app, users, as_alice, burst_worker, mailbox):
+    """Staff compose, preview and send a test of a newsletter without seeing the subscriber list."""
+    from tests.test_newsletters import add_subscribers, compose, send
+
+    add_subscribers(app, 3)
+    newsletter_id = compose(as_alice, subject="Staff news")
+    assert as_alice.get(f"/newsletters/{newsletter_id}").status_code == 200
+    send(as_alice, newsletter_id)
+    burst_worker("fast")
+    assert len(mailbox.messages) == 3
+
+
+# --- 11. same-origin guard, CSRF token rotation, no open redirect ------------------------------------------------
+
+def test_the_rq_guard_compares_scheme_host_and_port(as_admin):
+    """An Origin on the same host but another scheme or port is another site; only our own origin may post."""
+    for origin in ("https://localhost", "http://localhost:8080", "http://localhost.evil.example",
+                   "http://evil.example"):
+        assert as_admin.client.post("/rq/job/abc/requeue", headers={"Origin": origin}).status_code == 403, origin
+    ours = as_admin.client.post("/rq/job/abc/requeue", headers={"Origin": "http://localhost"})
+    assert ours.status_code == 404, "allowed through the guard, then: no such job"
+
+
+def test_a_csrf_token_from_before_login_is_worthless_after_it(app, users):
+    """A token planted or seen before login (session fixation) cannot sign a form after login."""
+    client = Browserless(app.test_client())
+    before = client.token("/login")
+    assert client.client.post("/login", data={"email": "alice@example.com", "password": PASSWORD,
+                                              "csrf_token": before}).status_code == 302
+    stale = client.client.post("/exports/new", data={"date_from": "2026-01-01", "date_to": "2026-01-02",
+                                                     "status": "", "csrf_token": before})
+    assert stale.status_code == 400 and "Form expired" in stale.get_data(as_text=True)
+    fresh = client.post("/exports/new", {"date_from": "2026-01-01", "date_to": "2026-01-02", "status": ""},
+                        form_page="/exports/new")
+    assert fresh.status_code == 303
+
+
+def test_unsubscribing_someone_never_follows_the_referer(app, users, as_admin):
+    """After unsubscribing by hand the admin lands on our subscriber list (search and page kept), whatever
+    Referer the request carried."""
+    from tests.test_newsletters import add_subscribers
+
+    add_subscribers(app, 2)
+    response = as_admin.post("/subscribers/1/unsubscribe", {"q": "sub", "page": "2"}, form_page="/subscribers/",
+                             headers={"Referer": "https://evil.example/phish"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/subscribers/?q=sub&page=2"
+    plain = as_admin.post("/subscribers/2/unsubscribe", form_page="/subscribers/",
+                          headers={"Referer": "//evil.example/"})
+    assert plain.headers["Location"] == "/subscribers/"

@@ -29,11 +29,12 @@ MAX_ID_LENGTH = 200
 
 
 def _same_origin() -> bool:
-    """True when the request's Origin (or Referer) is this host."""
+    """True when the request's Origin (or Referer) is this site: same scheme, host and port."""
     source = request.headers.get("Origin") or request.headers.get("Referer")
     if not source:
         return False
-    return urlsplit(source).netloc == request.host
+    parts = urlsplit(source)
+    return f"{parts.scheme}://{parts.netloc}".lower() == request.host_url.rstrip("/").lower()
 
 
 def _url_is_sane() -> bool:
