@@ -632,3 +632,27 @@ def test_unsubscribing_someone_never_follows_the_referer(app, users, as_admin):
     plain = as_admin.post("/subscribers/2/unsubscribe", form_page="/subscribers/",
                           headers={"Referer": "//evil.example/"})
     assert plain.headers["Location"] == "/subscribers/"
+
+
+def test_forwarded_headers_count_only_behind_a_trusted_proxy(app, users, monkeypatch):
+    """Without TRUSTED_PROXIES a forged X-Forwarded-For does not escape the per-address limit; behind one proxy
+    (Heroku's router) the client's address and https scheme are the ones that count."""
+    monkeypatch.setitem(app.config, "LOGIN_LIMIT_PER_ADDRESS", "2 per 15 minutes")
+    direct = Browserless(app.test_client())
+    _fail_logins(direct, "guess@example.com", 2)
+    spoofed = direct.client.post("/login", data={"email": "bob@example.com", "password": PASSWORD,
+                                                 "csrf_token": direct.token()},
+                                 headers={"X-Forwarded-For": "198.51.100.1"})
+    assert spoofed.status_code == 429
+
+    proxied_app = create_app({"TESTING": True, "TRUSTED_PROXIES": 1})
+    proxied = Browserless(proxied_app.test_client())
+    # Flask-WTF wants a same-site Referer on https, as a browser sends it.
+    proxied.client.environ_base.update({"HTTP_X_FORWARDED_FOR": "203.0.113.9", "HTTP_X_FORWARDED_PROTO": "https",
+                                        "HTTP_REFERER": "https://localhost/login"})
+    assert proxied.login("root@example.com").status_code == 302, "another client address behind the proxy"
+    through = proxied.client.post("/rq/job/abc/requeue", headers={"Origin": "https://localhost"})
+    assert through.status_code == 404, "https Origin matches the https the proxy reported"
+    # This app's own Redis clients (the limiter's and rq-dashboard's), closed before the app is dropped.
+    proxied_app.extensions["login_limiter"].storage.storage.close()
+    proxied_app.redis_conn.close()
