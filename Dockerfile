@@ -11,6 +11,7 @@ COPY . .
 RUN useradd --create-home backhaul && mkdir -p /data/storage && chown backhaul /data/storage
 USER backhaul
 
-ENV STORAGE_DIR=/data/storage PORT=8000
+# Production unless told otherwise: the app refuses to start without SECRET_KEY.
+ENV BACKHAUL_ENV=production STORAGE_DIR=/data/storage PORT=8000
 EXPOSE 8000
 CMD ["sh", "-c", "gunicorn wsgi:app --bind 0.0.0.0:${PORT} --workers ${WEB_CONCURRENCY:-4} --timeout 30 --access-logfile -"]

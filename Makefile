@@ -28,6 +28,9 @@ venv: $(VENV)/.installed
 system-deps:
 	@bash scripts/install_system_deps.sh
 
+# Only `make run` is development (a random key per checkout, the dev mailbox); everything else defaults to
+# production and refuses to start without SECRET_KEY.
+run: export BACKHAUL_ENV := development
 run: venv
 	$(PY) scripts/bootstrap.py
 	$(FLASK) db upgrade

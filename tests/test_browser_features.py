@@ -24,8 +24,8 @@ def test_two_uploaded_photos_turn_into_thumbnails(app, users, live_server, start
     assert "2 photos uploaded" in page.content()
     assert page.locator(".photo-card .spinner").count() == 2
     start_worker("cpu")
-    page.wait_for_function("document.querySelectorAll('.photo-card img').length === 2", timeout=30_000)
-    page.wait_for_function("[...document.querySelectorAll('.photo-card img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => document.querySelectorAll('.photo-card img').length === 2", timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.photo-card img')].every(i => i.complete && i.naturalWidth > 0)")
     screenshot(page, "photos-gallery")
     widths = page.eval_on_selector_all(".photo-card img", "imgs => imgs.map(i => i.naturalWidth).sort((a, b) => a - b)")
     assert widths == [320, 320]
@@ -42,7 +42,7 @@ def test_a_newsletter_send_shows_its_progress_and_report(app, users, live_server
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Send to all subscribers").click()
     start_worker("fast")
-    page.wait_for_function("document.querySelector('#send-progress').innerText.includes('300 sent')",
+    page.wait_for_function("() => document.querySelector('#send-progress').innerText.includes('300 sent')",
                            timeout=60_000)
     screenshot(page, "newsletter-sent")
     assert len(mailbox.messages) == 300

@@ -32,7 +32,7 @@ def test_production_requires_a_secret_key(monkeypatch):
     """BACKHAUL_ENV=production without SECRET_KEY refuses to start; with one it starts with secure cookies."""
     monkeypatch.setenv("BACKHAUL_ENV", "production")
     monkeypatch.delenv("SECRET_KEY", raising=False)
-    with pytest.raises(ConfigError, match="SECRET_KEY must be set"):
+    with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
         load_config()
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
     config = load_config()
@@ -84,12 +84,13 @@ def test_jobs_cli_lists_shows_cancels_retries_reconciles_and_prunes(app, users, 
     assert runner.invoke(args=["jobs", "show", "not-a-job"]).exit_code != 0
 
 
-def test_the_dev_mailbox_lists_what_the_sink_received(app, as_alice, burst_worker, mailbox):
-    """In development, a test newsletter shows up on the Dev mailbox page."""
+def test_the_dev_mailbox_lists_what_the_sink_received(app, as_alice, as_admin, burst_worker, mailbox):
+    """In development, a test newsletter shows up on the Dev mailbox page, which only admins may open."""
     from tests.test_newsletters import compose
 
     newsletter_id = compose(as_alice, subject="Mailbox check")
     as_alice.post(f"/newsletters/{newsletter_id}/test", form_page=f"/newsletters/{newsletter_id}")
     burst_worker("fast")
-    page = as_alice.get("/dev/mailbox/").get_data(as_text=True)
+    page = as_admin.get("/dev/mailbox/").get_data(as_text=True)
     assert "[TEST] Mailbox check" in page
+    assert as_alice.get("/dev/mailbox/").status_code == 403

@@ -158,19 +158,19 @@ def test_the_unsubscribe_link_confirms_and_nothing_more_is_sent(app, as_alice, c
                                                                               "sub3@example.com"]
 
 
-def test_a_csv_import_adds_valid_addresses_and_explains_the_rest(app, as_alice, burst_worker):
+def test_a_csv_import_adds_valid_addresses_and_explains_the_rest(app, as_admin, burst_worker):
     """Valid new addresses are added; invalid, duplicate and existing ones are reported by line; re-running adds none."""
     add_subscribers(app, 1)
     csv_text = ("email,name\nnew1@example.com,New One\nnot-an-email,Bad\nnew2@example.com,\n"
                 "NEW1@example.com,Dup\nsub1@example.com,Existing\n")
     for expected_added in (2, 0):
-        response = as_alice.post("/subscribers/import",
+        response = as_admin.post("/subscribers/import",
                                  {"csv_file": (io.BytesIO(csv_text.encode()), "list.csv")},
                                  form_page="/subscribers/", content_type="multipart/form-data")
         assert response.status_code == 303
         job_id = response.headers["Location"].rsplit("/", 1)[-1]
         burst_worker("default")
-        row = as_alice.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).get_json()
+        row = as_admin.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).get_json()
         assert row["status"] == "succeeded", row
         assert row["result"]["added"] == expected_added
     reasons = {p["line"]: p["reason"] for p in row["result"]["problems"]}

@@ -129,7 +129,7 @@ def test_an_upload_over_the_size_limit_is_explained(app, users):
     from tests.conftest import Browserless
     from webapp import create_app
 
-    small = create_app({"TESTING": True, "PHOTO_MAX_MB": 1, "MAX_CONTENT_LENGTH": 3 * 1024 * 1024})
+    small = create_app({"TESTING": True, "PHOTO_MAX_MB": 1, "PHOTO_UPLOAD_MAX_BYTES": 3 * 1024 * 1024})
     client = Browserless(small.test_client())
     client.login("alice@example.com")
     upload(client, ("big.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * (1024 * 1024 + 10)))

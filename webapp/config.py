@@ -1,17 +1,27 @@
 """Settings, read from the environment in one place.
 
-Development gets working defaults; anything that would be unsafe in production
-(SECRET_KEY) must be set there, or the app refuses to start.
+Fail closed: BACKHAUL_ENV defaults to production, and production refuses to start
+without a SECRET_KEY of its own. Only an explicit BACKHAUL_ENV=development gets
+working defaults (a random key generated once per checkout, kept out of git), and
+only the test suite (BACKHAUL_ENV=test) may use the fixed key written below.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from webapp import redis_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS = ("production", "development", "test")
+# Public (it is in the source): accepted only when BACKHAUL_ENV=test.
+TEST_SECRET_KEY = "test-only-secret-key-never-valid-elsewhere"
+# Keys that were ever in the source, refused outside the tests.
+PUBLIC_KEYS = {TEST_SECRET_KEY, "dev-only-secret-change-me"}
+# Shorter keys can be guessed offline from one signed cookie (secrets.token_hex(16) is 32).
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class ConfigError(RuntimeError):
@@ -73,15 +83,45 @@ def _sizes(raw: str) -> dict[str, int]:
     return sizes
 
 
+def development_secret_key(path: Path | None = None) -> str:
+    """This checkout's development key: generated at random on first use, then read from var/secret_key."""
+    path = path or PROJECT_ROOT / "var" / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once keep whichever key was written first.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
+def _secret_key(env: str, given: str | None) -> str:
+    """The key that signs sessions, CSRF tokens and unsubscribe links; refuses to guess outside development."""
+    if given:
+        if env != "test" and (given in PUBLIC_KEYS or len(given) < MIN_SECRET_KEY_LENGTH):
+            raise ConfigError(f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters, "
+                              "e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
+        return given
+    if env == "test":
+        return TEST_SECRET_KEY
+    if env == "development":
+        return development_secret_key()
+    raise ConfigError("SECRET_KEY is not set: Backhaul will not start in production without it "
+                      "(set SECRET_KEY, or BACKHAUL_ENV=development on your own machine)")
+
+
 def load_config(overrides: dict | None = None) -> dict:
     """Build the Flask config mapping from the environment plus ``overrides``."""
-    env = os.environ.get("BACKHAUL_ENV", os.environ.get("FLASK_ENV", "development"))
+    overrides = overrides or {}
+    env = os.environ.get("BACKHAUL_ENV", "").strip().lower() or "production"
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"BACKHAUL_ENV must be one of {', '.join(ENVIRONMENTS)}; got {env!r}")
     development = env in {"development", "test"}
-    secret = os.environ.get("SECRET_KEY")
-    if not secret:
-        if not development and not (overrides or {}).get("SECRET_KEY"):
-            raise ConfigError("SECRET_KEY must be set outside development (BACKHAUL_ENV=production)")
-        secret = "dev-only-secret-change-me"
+    secret = _secret_key(env, overrides.get("SECRET_KEY") or os.environ.get("SECRET_KEY"))
 
     config = {
         "ENV_NAME": env,
@@ -98,8 +138,13 @@ def load_config(overrides: dict | None = None) -> dict:
         "REDIS_URL": redis_client.url_from_environment(),
         "STORAGE_BACKEND": os.environ.get("STORAGE_BACKEND", "local"),
         "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(PROJECT_ROOT / "var" / "storage")),
+        # Every request body (forms, /login); the upload routes raise it for themselves (webapp/body_limits.py).
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
         # The whole multi-photo upload request; each file is also checked against PHOTO_MAX_MB.
-        "MAX_CONTENT_LENGTH": (_int("PHOTO_MAX_MB", 50) * _int("PHOTO_MAX_FILES", 20) + 1) * 1024 * 1024,
+        "PHOTO_UPLOAD_MAX_BYTES": (_int("PHOTO_MAX_MB", 50) * _int("PHOTO_MAX_FILES", 20) + 1) * 1024 * 1024,
+        "IMPORT_MAX_MB": _int("IMPORT_MAX_MB", 20),
+        # The CSV plus the form around it.
+        "IMPORT_MAX_BYTES": (_int("IMPORT_MAX_MB", 20) + 1) * 1024 * 1024,
         "PHOTO_MAX_MB": _int("PHOTO_MAX_MB", 50),
         "PHOTO_MAX_FILES": _int("PHOTO_MAX_FILES", 20),
         "PHOTO_MAX_PIXELS": _int("PHOTO_MAX_PIXELS", 100_000_000),
@@ -137,11 +182,18 @@ def load_config(overrides: dict | None = None) -> dict:
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
         # How long a web process reuses the signed-in account's row (webapp/signed_in.py); 0 = every request.
         "ACCOUNT_CACHE_SECONDS": _float("ACCOUNT_CACHE_SECONDS", 1),
+        # Failed log-ins allowed per window (webapp/throttle.py); "N per M minutes" as Flask-Limiter reads it.
+        "LOGIN_LIMIT_PER_ACCOUNT": os.environ.get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes"),
+        "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS", "50 per 15 minutes"),
+        # Reverse proxies in front of the app whose X-Forwarded-For/-Proto to believe (Heroku's router: 1).
+        "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", not development),
-        "DEV_MAILBOX": _bool("DEV_MAILBOX", development),
+        # Off in production whatever the environment says: it shows every message the app sent.
+        "DEV_MAILBOX": development and _bool("DEV_MAILBOX", True),
+        "HSTS": env == "production",
     }
-    config.update(overrides or {})
+    config.update(overrides)
     return config

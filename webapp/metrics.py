@@ -8,9 +8,11 @@ treats as a counter reset.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterator
 
+from flask import Response, abort, current_app, request
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
@@ -27,6 +29,24 @@ from webapp.queueing import get_queue, redis_conn
 log = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+def refuse_scrape() -> Response | None:
+    """A refusal for this scrape, or None when it may read the metrics.
+
+    With METRICS_TOKEN set, the request must carry ``Authorization: Bearer <token>``.
+    Without one, the metrics are open only outside production: a production site that
+    forgot the token does not publish its job counts and worker names to the world.
+    """
+    token = current_app.config["METRICS_TOKEN"]
+    if not token:
+        if current_app.config["ENV_NAME"] == "production":
+            abort(404)
+        return None
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return Response("metrics need a bearer token\n", 401, {"WWW-Authenticate": "Bearer"})
+    return None
 
 
 def queue_ages() -> dict[str, float]:

@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp.extensions import csrf, db, login_manager, mail, migrate
 
 
 def register_extensions(app: Flask) -> None:
-    """Initialise database, migrations, login, CSRF and mail."""
-    from webapp import models, signed_in
+    """Initialise database, migrations, login, CSRF and mail; security headers on every response."""
+    from webapp import body_limits, headers, models, signed_in
+
+    body_limits.register_body_limits(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", "migrations")))
     csrf.init_app(app)
     mail.init_app(app)
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        # Behind a router (Heroku, a load balancer) the client's address and scheme arrive in
+        # X-Forwarded-*; the login throttle and the same-origin checks need the real ones.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
+    headers.register_security_headers(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"
 
     @login_manager.user_loader
-    def load_user(user_id: str) -> models.User | None:
-        """The logged-in user for this request."""
-        return signed_in.load(int(user_id))
+    def load_user(session_id: str) -> models.User | None:
+        """The logged-in user for this request (None when that session was ended)."""
+        return signed_in.load(session_id)
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount one blueprint per feature, plus rq-dashboard at /rq."""
+    """Mount one blueprint per feature, plus rq-dashboard at /rq; throttle the login."""
+    from webapp import throttle
     from webapp.views import (
         auth,
         devmail,
@@ -47,6 +57,7 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(module.bp)
     if app.config["DEV_MAILBOX"]:
         app.register_blueprint(devmail.bp)
+    throttle.register_login_throttle(app)
     rqdash.mount(app)
     app.context_processor(lambda: {"nav_items": nav_items})
 

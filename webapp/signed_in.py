@@ -5,6 +5,10 @@ loader), so the lookup is one prebuilt query, and a web process reuses an answer
 ACCOUNT_CACHE_SECONDS (1 s by default; 0 reads the row on every request). A revoked
 admin right or a deleted account therefore takes effect within that time on every
 process, and immediately in a process whose cache is cleared.
+
+The session cookie also carries the account's session version (User.get_id): logging
+out or setting a new password raises it, so every cookie issued before stops working
+within the same window, on every process, copied or not.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ MAX_CACHED = 10_000
 def _statement() -> Select:
     """The account's columns by id: built and compiled once."""
     users = User.__table__
-    return select(users.c.id, users.c.email, users.c.is_admin).where(users.c.id == bindparam("id"))
+    return (select(users.c.id, users.c.email, users.c.is_admin, users.c.session_version)
+            .where(users.c.id == bindparam("id")))
 
 
 def _cache() -> dict[int, tuple[float, Row | None]]:
@@ -34,13 +39,18 @@ def _cache() -> dict[int, tuple[float, Row | None]]:
     return current_app.extensions.setdefault("signed_in", {})
 
 
-def load(user_id: int) -> User | None:
-    """The signed-in account as a User, or None when it no longer exists.
+def load(session_id: str) -> User | None:
+    """The account a session cookie names ("<id>:<version>"), or None when it no longer exists or the
+    session was ended (logged out, password changed).
 
-    The User holds id, email and is_admin and is not in the database session (a commit
-    does not expire it and it is never written back); to change an account, load it
+    The User holds id, email, is_admin and session_version and is not in the database session
+    (a commit does not expire it and it is never written back); to change an account, load it
     with ``db.session.get``.
     """
+    raw_id, _, raw_version = session_id.partition(":")
+    if len(session_id) > 40 or not (raw_id.isdecimal() and raw_version.isdecimal()):
+        return None  # a cookie from before session versions, or not ours
+    user_id, version = int(raw_id), int(raw_version)
     window = current_app.config["ACCOUNT_CACHE_SECONDS"]
     answers = _cache()
     now = time.monotonic()
@@ -51,9 +61,14 @@ def load(user_id: int) -> User | None:
             if len(answers) >= MAX_CACHED:
                 answers.clear()
             answers[user_id] = (now, row)
-    return None if row is None else User(id=row.id, email=row.email, is_admin=row.is_admin)
+    if row is None or row.session_version != version:
+        return None
+    return User(id=row.id, email=row.email, is_admin=row.is_admin, session_version=row.session_version)
 
 
-def forget() -> None:
-    """Drop every cached answer in this process (the next request of each account reads its row)."""
-    _cache().clear()
+def forget(user_id: int | None = None) -> None:
+    """Drop the cached answer for ``user_id`` (every answer when None) in this process."""
+    if user_id is None:
+        _cache().clear()
+    else:
+        _cache().pop(user_id, None)

@@ -21,10 +21,18 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # Part of every session cookie (see get_id): raising it ends every session of the account.
+    session_version: Mapped[int] = mapped_column(default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
+    def get_id(self) -> str:
+        """What the session cookie stores: the account id and the session version it was issued for."""
+        return f"{self.id}:{self.session_version or 1}"
+
     def set_password(self, password: str) -> None:
-        """Store a salted hash of ``password``."""
+        """Store a salted hash of ``password``; sessions opened with the old one end."""
+        if self.password_hash is not None:
+            self.session_version = (self.session_version or 1) + 1
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:

@@ -1,6 +1,7 @@
 """Development only: the messages the local SMTP sink received, so a new user sees their mail arrive.
 
-Registered only when DEV_MAILBOX is on (the default in development, off in production).
+Registered only when DEV_MAILBOX is on (development and the test suite; never in production), and
+for admins only: it shows every message the app sent, to anyone.
 """
 
 from __future__ import annotations
@@ -10,11 +11,21 @@ import email.policy
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template
-from flask_login import login_required
+from flask_login import current_user, login_required
 
 bp = Blueprint("devmail", __name__, url_prefix="/dev/mailbox")
 
 LIMIT = 200
+# The sink names files <timestamp>-<counter>-<hex>; anything longer is not one of them.
+MAX_ID_LENGTH = 100
+
+
+@bp.before_request
+@login_required
+def admins_only():
+    """Log in first; then administrators only."""
+    if not current_user.is_admin:
+        abort(403, "The dev mailbox is for administrators.")
 
 
 def _folder() -> Path | None:
@@ -24,7 +35,6 @@ def _folder() -> Path | None:
 
 
 @bp.get("/")
-@login_required
 def index():
     """The newest messages first."""
     folder = _folder()
@@ -39,11 +49,11 @@ def index():
 
 
 @bp.get("/<message_id>")
-@login_required
 def show(message_id: str):
     """One message: headers, the HTML part in a sandboxed frame, and the text part."""
     folder = _folder()
-    if not folder or not message_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if (not folder or len(message_id) > MAX_ID_LENGTH
+            or not message_id.replace("-", "").replace("_", "").replace(".", "").isalnum()):
         abort(404, "No such message.")
     path = folder / f"{message_id}.eml"
     if not path.is_file():

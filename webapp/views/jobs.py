@@ -16,6 +16,7 @@ from webapp.extensions import db
 from webapp.kinds import KINDS
 from webapp.models import Job, JobStatus
 from webapp.models.job import TERMINAL, utcnow
+from webapp.paging import page_number
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -36,7 +37,7 @@ def index():
     """My jobs (everyone's for an admin), newest first, filterable by kind and status."""
     kind = request.args.get("kind", "")
     status = request.args.get("status", "")
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = page_number()
     stmt = visible(select(Job), Job.owner_id).where(Job.parent_id.is_(None))
     if current_user.is_admin:
         stmt = stmt.options(selectinload(Job.owner))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 from wtforms import SelectField, StringField, TextAreaField
@@ -17,6 +17,7 @@ from webapp.models import Delivery, Newsletter, Subscriber
 from webapp.models.job import TERMINAL
 from webapp.newsletter_content import render_body
 from webapp.newsletter_stats import send_stats
+from webapp.paging import page_number
 from webapp.views.jobs import STOP_POLLING
 
 bp = Blueprint("newsletters", __name__, url_prefix="/newsletters")
@@ -141,7 +142,7 @@ def cancel(newsletter_id: int):
 def report(newsletter_id: int):
     """The delivery report: counts, and each failed address with its SMTP error."""
     newsletter = newsletter_or_404(newsletter_id)
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = page_number()
     failed = db.session.execute(
         select(Subscriber.email, Delivery.error).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.newsletter_id == newsletter.id, Delivery.status == "failed")

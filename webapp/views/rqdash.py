@@ -19,17 +19,38 @@ from rq.serializers import JSONSerializer
 
 from webapp import redis_client
 from webapp.extensions import csrf
+from webapp.kinds import QUEUES
 
 # rq-dashboard endpoints that change state even on GET.
 STATE_CHANGING_GETS = {"rq_dashboard.requeue_all"}
+# What rq-dashboard's URLs may hold; anything else crashes its views (an unknown registry, page 0, "x").
+REGISTRIES = {"queued", "failed", "deferred", "started", "finished", "scheduled", "canceled"}
+ORDERS = {"asc", "dsc"}
+MAX_PAGE = 1_000_000
+MAX_ID_LENGTH = 200
 
 
 def _same_origin() -> bool:
-    """True when the request's Origin (or Referer) is this host."""
+    """True when the request's Origin (or Referer) is this site: same scheme, host and port."""
     source = request.headers.get("Origin") or request.headers.get("Referer")
     if not source:
         return False
-    return urlsplit(source).netloc == request.host
+    parts = urlsplit(source)
+    return f"{parts.scheme}://{parts.netloc}".lower() == request.host_url.rstrip("/").lower()
+
+
+def _url_is_sane() -> bool:
+    """True when the URL's parts are ones rq-dashboard can serve (a 404 is ours to give otherwise)."""
+    args = request.view_args or {}
+    if args.get("instance_number", 0) != 0 or args.get("queue_name", QUEUES[0]) not in QUEUES:
+        return False
+    if args.get("registry_name", "queued") not in REGISTRIES or args.get("order", "asc") not in ORDERS:
+        return False
+    for name in ("per_page", "page"):
+        value = str(args.get(name, "1"))
+        if not (value.isdecimal() and 1 <= int(value) <= MAX_PAGE):
+            return False
+    return len(str(args.get("job_id", ""))) <= MAX_ID_LENGTH
 
 
 def guard_dashboard():
@@ -41,6 +62,8 @@ def guard_dashboard():
     changes_state = request.method not in ("GET", "HEAD", "OPTIONS") or request.endpoint in STATE_CHANGING_GETS
     if changes_state and not _same_origin():
         abort(403, "Cross-site request refused.")
+    if not _url_is_sane():
+        abort(404, "Nothing to show at this address.")
     try:
         current_app.redis_conn.ping()
     except RedisError:

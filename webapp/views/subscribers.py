@@ -1,6 +1,14 @@
-"""Subscribers: search, add, unsubscribe, import a CSV (as a job), and the public unsubscribe link."""
+"""Subscribers: search, add, unsubscribe, import a CSV (as a job), and the public unsubscribe link.
+
+Who may do what: the subscriber list is personal data, so listing, searching, adding,
+importing and unsubscribing someone by hand are for administrators. Staff (every other
+account) write and send newsletters, which reach the active subscribers without showing
+them the list. The unsubscribe link in each newsletter needs no account.
+"""
 
 from __future__ import annotations
+
+from functools import wraps
 
 from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -17,11 +25,24 @@ from webapp.forms import Form
 from webapp.models import Subscriber
 from webapp.models.job import utcnow
 from webapp.newsletter_content import read_unsubscribe_token
+from webapp.paging import page_number
 
 bp = Blueprint("subscribers", __name__)
 
 PAGE = 50
-IMPORT_MAX_MB = 20
+
+
+def admin_required(view):
+    """Log in first; then administrators only."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403, "The subscriber list is for administrators.")
+        return view(*args, **kwargs)
+
+    return wrapped
 
 
 class SubscriberForm(Form):
@@ -46,11 +67,11 @@ class ImportForm(Form):
 
 
 @bp.get("/subscribers/")
-@login_required
+@admin_required
 def index():
     """Search and list subscribers."""
     q = (request.args.get("q") or "").strip()[:100]
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = page_number()
     stmt = select(Subscriber)
     if q:
         like = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
@@ -63,7 +84,7 @@ def index():
 
 
 @bp.post("/subscribers/")
-@login_required
+@admin_required
 def add():
     """Add one subscriber (or re-activate an unsubscribed address)."""
     form = SubscriberForm()
@@ -88,7 +109,7 @@ def add():
 
 
 @bp.post("/subscribers/<int:subscriber_id>/unsubscribe")
-@login_required
+@admin_required
 def unsubscribe_by_staff(subscriber_id: int):
     """Unsubscribe someone on their behalf."""
     subscriber = db.session.get(Subscriber, subscriber_id) or abort(404, "No such subscriber.")
@@ -96,11 +117,15 @@ def unsubscribe_by_staff(subscriber_id: int):
     subscriber.unsubscribed_at = utcnow()
     db.session.commit()
     flash(f"{subscriber.email} will get no more newsletters.", "info")
-    return redirect(request.referrer or url_for("subscribers.index"), code=303)
+    # Back to the list as it was (search and page come with the form); never to a Referer, which
+    # another site could have set to anywhere.
+    page = request.form.get("page", 1, type=int) or 1
+    return redirect(url_for("subscribers.index", q=(request.form.get("q") or "")[:100] or None,
+                            page=page if 1 < page <= 1_000_000 else None), code=303)
 
 
 @bp.post("/subscribers/import")
-@login_required
+@admin_required
 def import_csv():
     """Store the uploaded CSV and import it in the background."""
     form = ImportForm()
@@ -111,8 +136,9 @@ def import_csv():
     upload.stream.seek(0, 2)
     size = upload.stream.tell()
     upload.stream.seek(0)
-    if size > IMPORT_MAX_MB * 1024 * 1024:
-        flash(f"That file is over {IMPORT_MAX_MB} MB.", "error")
+    limit_mb = current_app.config["IMPORT_MAX_MB"]
+    if size > limit_mb * 1024 * 1024:
+        flash(f"That file is over {limit_mb} MB.", "error")
         return redirect(url_for("subscribers.index"), code=303)
     name = storage.safe_filename(upload.filename or "subscribers.csv")
     stored = storage.store_stream(current_user.id, upload.stream, name, "text/csv")
