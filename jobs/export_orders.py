@@ -9,6 +9,7 @@ prefixed with a quote, in SQL, so COPY keeps its speed.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from datetime import UTC, date, datetime, time, timedelta
 
 from jobs.runtime import JobContext, job_entry
@@ -76,9 +77,9 @@ def export_orders_csv(ctx: JobContext) -> dict:
     params = ctx.params
     where, values = _where(params)
     raw = db.session.connection().connection
-    with raw.cursor() as cur:
+    with closing(raw.cursor()) as cur:
         cur.execute(f"SELECT count(*) FROM orders o WHERE {where}", values)
-        total = cur.fetchone()[0]
+        (total,) = cur.fetchone() or (0,)
     db.session.commit()
     ctx.progress(0, total, f"Exporting {total:,} rows", force=True)
     sql, values = export_query(params)
@@ -87,7 +88,7 @@ def export_orders_csv(ctx: JobContext) -> dict:
     # connection while COPY is streaming.
     copy_conn = db.engine.raw_connection()
     try:
-        with open(path, "wb") as out, copy_conn.cursor() as cur:
+        with open(path, "wb") as out, closing(copy_conn.cursor()) as cur:
             out.write(BOM)
             out.write((",".join(COLUMNS) + "\n").encode())
             writer = ProgressWriter(out, ctx, total)

@@ -94,7 +94,7 @@ def _encoding(head: bytes) -> str:
 def _delimiter(first_line: str) -> str:
     """``;`` or a tab when the first line uses it more than commas (Excel in much of Europe); else ``,``."""
     counts = {sep: first_line.count(sep) for sep in (",", ";", "\t")}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=lambda sep: counts[sep])
     return best if counts[best] > counts[","] else ","
 
 
@@ -186,7 +186,8 @@ def import_subscribers(ctx: JobContext) -> dict:
         chunk.clear()
 
     reader = csv.reader(_text_lines(stored, encoding), delimiter=_delimiter(first_line))
-    email_col, name_col = 0, 1
+    email_col: int = 0
+    name_col: int | None = 1
     rows = iter(reader)
     while True:
         try:

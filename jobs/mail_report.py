@@ -37,7 +37,7 @@ def _message(report: Job, stored: StoredFile, recipient: str, attach: bool) -> M
     """The e-mail for one recipient."""
     period = f"{report.params['date_from']} to {report.params['date_to']}"
     subject = safe_header(f"Sales report {period}")
-    lines = ["Hello,", "", f"The sales report for {period} is ready: {report.result.get('summary', '')}."]
+    lines = ["Hello,", "", f"The sales report for {period} is ready: {(report.result or {}).get('summary', '')}."]
     if attach:
         lines.append("It is attached to this message.")
     else:
@@ -62,7 +62,7 @@ def mail_sales_report(ctx: JobContext) -> dict:
     attach = stored.size <= current_app.config["REPORT_ATTACH_MAX_MB"] * 1024 * 1024
     recipients: list[str] = ctx.params["recipients"]
     row = db.session.get(Job, ctx.job_id)
-    sent: list[str] = list((row.result or {}).get("sent_to", []))
+    sent: list[str] = list(((row.result if row else None) or {}).get("sent_to", []))
     todo = [r for r in recipients if r not in sent]
     ctx.progress(len(sent), len(recipients), "Sending", force=True)
     try:

@@ -181,6 +181,8 @@ def send_test_newsletter(ctx: JobContext) -> dict:
     """Send the newsletter once to its author, marked as a test."""
     newsletter = _newsletter(ctx)
     owner = db.session.get(User, ctx.owner_id)
+    if owner is None:
+        raise JobFailed("The account that asked for this test no longer exists.")
     html, plain = render_body(newsletter.body, newsletter.body_format)
     body_html, body_text = personalise(html, plain, owner.email.split("@")[0])
     page_url = external_url("newsletters.show", newsletter_id=newsletter.id)

@@ -152,7 +152,7 @@ def run_job(job_id: str, fn: Callable[[JobContext], dict]) -> dict[str, Any]:
     What RQ gets back (its result, or the exception it stores) names the job and its
     outcome only: rq-dashboard shows both unescaped, and the user's words stay in our rows.
     """
-    app = current_app._get_current_object()
+    app = current_app
     rq_job = get_current_job()
     rq_job_id = rq_job.id if rq_job is not None else f"{job_id}_local"
     row_id = uuid.UUID(job_id)

@@ -165,7 +165,7 @@ def _classify(exc: Exception) -> tuple[Answer, str]:
     if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
         code, reply = next(iter(exc.recipients.values()))
     elif isinstance(exc, smtplib.SMTPResponseException):
-        code, reply = exc.smtp_code, exc.smtp_error
+        code, reply = exc.smtp_code, exc.smtp_error  # type: ignore[assignment]  # typeshed: bytes | str
     else:  # refused, reset, dropped, timed out
         return Answer.RECONNECT, f"{type(exc).__name__}: {exc}"
     words = _server_words(code, reply)
@@ -203,7 +203,7 @@ def _transmit(host: smtplib.SMTP | None, message: Message) -> None:
         host.sendmail(sanitize_address(message.sender), sanitize_addresses(message.send_to), message.as_bytes(),
                       message.mail_options, message.rcpt_options)
     # Flask-Mail's signal, so mail.record_messages() sees what was sent.
-    email_dispatched.send(current_app._get_current_object(), message=message)
+    email_dispatched.send(current_app._get_current_object(), message=message)  # type: ignore[attr-defined]
 
 
 class _Session:

@@ -29,7 +29,7 @@ def discard_session() -> None:
     except DBAPIError:
         log.warning("database connection lost while ending a request; discarded", exc_info=True)
         with contextlib.suppress(Exception):
-            db.session.invalidate()
+            db.session().invalidate()
         db.session.registry.clear()
 
 

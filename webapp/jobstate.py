@@ -257,6 +257,7 @@ def request_cancel(job_id: uuid.UUID) -> Job | None:
         db.session.rollback()
         return None
     job = db.session.get(Job, job_id, populate_existing=True)
+    assert job is not None, "the row the UPDATE just matched"
     record(job, "cancel_requested")
     db.session.commit()
     return job

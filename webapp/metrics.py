@@ -130,9 +130,9 @@ class JobsCollector(Collector):
             age.add_metric([name], ages.get(name, 0.0))
         yield age
         overdue, overdue_age = overdue_retries()
-        count = GaugeMetricFamily("backhaul_retries_overdue", "Retries due but not yet handed to a queue")
-        count.add_metric([], overdue)
-        yield count
+        due = GaugeMetricFamily("backhaul_retries_overdue", "Retries due but not yet handed to a queue")
+        due.add_metric([], overdue)
+        yield due
         oldest = GaugeMetricFamily("backhaul_retry_oldest_overdue_seconds",
                                    "How long past its due time the oldest waiting retry is (alert above ~15 s)")
         oldest.add_metric([], overdue_age)

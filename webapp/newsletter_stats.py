@@ -78,5 +78,5 @@ def send_stats(newsletter: Newsletter) -> SendStats:
     stats.live_batches = db.session.scalar(
         select(func.count()).select_from(Job).where(
             Job.parent_id == newsletter.send_job_id, Job.status.not_in([s.value for s in TERMINAL]))
-    )
+    ) or 0
     return stats

@@ -55,6 +55,7 @@ def submit(kind: str, owner_id: int, params: dict, title: str, *, depends_on: Jo
     """
     job = jobstate.create(kind, owner_id, params, title, depends_on=depends_on, parent=parent)
     db.session.commit()
+    assert job.rq_job_id, "create() names the first delivery"
     _push(job, job.rq_job_id, first=True, depends_on=depends_on)
     return job
 

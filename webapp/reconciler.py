@@ -239,8 +239,8 @@ def _why_missing(job: Job, rq_job: RQJob | None, now) -> str | None:
     """Why the queued row ``job`` needs a new delivery, or None while Redis has it in hand, on time."""
     if rq_job is None:
         return "not in Redis" if job.enqueued_at else "never reached Redis"
-    status = rq_job.get_status(refresh=False)
-    status = str(getattr(status, "value", status))
+    reported = rq_job.get_status(refresh=False)
+    status = str(getattr(reported, "value", reported))
     if status in DEAD_RQ_STATUSES:
         return f"RQ says {status}"
     if status == "deferred":

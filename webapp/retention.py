@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import cast
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, Delete, delete, select
 
 from webapp import storage
 from webapp.extensions import db
@@ -39,10 +40,10 @@ def prune(days: int | None = None, batch: int = 500) -> dict[str, int]:
         for stored in files:
             storage.delete_file(stored)
         counts["files"] += len(files)
-        counts["jobs"] += db.session.execute(delete(Job).where(Job.parent_id.in_(old))).rowcount
-        counts["jobs"] += db.session.execute(delete(Job).where(Job.id.in_(old))).rowcount
+        counts["jobs"] += _deleted(delete(Job).where(Job.parent_id.in_(old)))
+        counts["jobs"] += _deleted(delete(Job).where(Job.id.in_(old)))
         db.session.commit()
-    counts["events"] = db.session.execute(delete(JobEvent).where(JobEvent.at < cutoff)).rowcount
+    counts["events"] = _deleted(delete(JobEvent).where(JobEvent.at < cutoff))
     db.session.commit()
     log.info("pruned %s", counts, extra={"event": "pruned"})
     return counts
@@ -53,3 +54,9 @@ def _belongs_to_photo(stored: StoredFile) -> bool:
     return db.session.scalar(
         select(Photo.id).where(Photo.variants.cast(db.Text).contains(str(stored.id))).limit(1)
     ) is not None
+
+
+def _deleted(statement: Delete) -> int:
+    """Run a DELETE and say how many rows it removed."""
+    result = db.session.execute(statement)
+    return cast(CursorResult, result).rowcount

@@ -22,7 +22,8 @@ def register_extensions(app: Flask) -> None:
     if proxies:
         # Behind a router (Heroku, a load balancer) the client's address and scheme arrive in
         # X-Forwarded-*; the login throttle and the same-origin checks need the real ones.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask documents wrapping wsgi_app
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
     headers.register_security_headers(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"

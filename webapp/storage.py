@@ -118,6 +118,7 @@ class PostgresBackend:
         killed process leaves nothing. (``key`` is ignored: PostgreSQL names the object.)
         """
         conn = db.session.connection().connection.dbapi_connection
+        assert conn is not None, "a session connection is always open here"
         lob = conn.lobject(0, "wb")
         size = 0
         while chunk := stream.read(CHUNK):

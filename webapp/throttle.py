@@ -66,7 +66,7 @@ def register_login_throttle(app: Flask) -> None:
     app.extensions[EXTENSION] = limiter
     view = app.view_functions["auth.login"]
     view = limiter.limit(lambda: app.config["LOGIN_LIMIT_PER_ADDRESS"], methods=["POST"], deduct_when=_failed,
-                         scope="address")(view)
+                         scope="address")(view)  # type: ignore[assignment]  # Flask-Limiter's async-aware hints
     view = limiter.limit(lambda: app.config["LOGIN_LIMIT_PER_ACCOUNT"], key_func=_account_key, methods=["POST"],
-                         deduct_when=_failed, scope="account")(view)
+                         deduct_when=_failed, scope="account")(view)  # type: ignore[assignment]
     app.view_functions["auth.login"] = view

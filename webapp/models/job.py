@@ -15,7 +15,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from webapp.extensions import db
+from webapp.extensions import Model
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -43,7 +43,7 @@ class JobStatus(enum.StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-class Job(db.Model):
+class Job(Model):
     """One background task: what to do (kind, params), for whom, and how it went."""
 
     __tablename__ = "jobs"
@@ -137,7 +137,7 @@ class Job(db.Model):
         }
 
 
-class JobEvent(db.Model):
+class JobEvent(Model):
     """One line of a job's history: submitted, started, retried, succeeded, reconciled..."""
 
     __tablename__ = "job_events"

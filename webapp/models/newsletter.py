@@ -9,11 +9,11 @@ from datetime import datetime
 from sqlalchemy import DateTime, ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.job import utcnow
 
 
-class Subscriber(db.Model):
+class Subscriber(Model):
     """Someone on the mailing list."""
 
     __tablename__ = "subscribers"
@@ -29,7 +29,7 @@ class Subscriber(db.Model):
 Index("uq_subscribers_email_lower", func.lower(Subscriber.email), unique=True)
 
 
-class Newsletter(db.Model):
+class Newsletter(Model):
     """A message composed once and sent to every active subscriber."""
 
     __tablename__ = "newsletters"
@@ -53,7 +53,7 @@ class DeliveryStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
-class Delivery(db.Model):
+class Delivery(Model):
     """One newsletter to one subscriber; the unique constraint makes 'never twice' hold."""
 
     __tablename__ = "deliveries"

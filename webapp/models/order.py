@@ -8,12 +8,12 @@ from decimal import Decimal
 from sqlalchemy import DateTime, ForeignKey, Index, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from webapp.extensions import db
+from webapp.extensions import Model
 
 ORDER_STATUSES = ("pending", "paid", "shipped", "cancelled", "refunded")
 
 
-class Customer(db.Model):
+class Customer(Model):
     """Someone who buys from the business."""
 
     __tablename__ = "customers"
@@ -24,7 +24,7 @@ class Customer(db.Model):
     country: Mapped[str] = mapped_column(String(2), default="")
 
 
-class Order(db.Model):
+class Order(Model):
     """One sale."""
 
     __tablename__ = "orders"

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.job import JSONType, utcnow
 
 
-class Photo(db.Model):
+class Photo(Model):
     """One uploaded photo; ``variants`` maps size name -> {format: file id, width, height}."""
 
     __tablename__ = "photos"

@@ -8,11 +8,11 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.job import utcnow
 
 
-class StoredFile(db.Model):
+class StoredFile(Model):
     """A file owned by a user; its bytes live in the storage backend under ``key``."""
 
     __tablename__ = "stored_files"

@@ -9,10 +9,10 @@ from sqlalchemy import String, func
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from webapp.extensions import db
+from webapp.extensions import Model
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """A back-office account; admins see everyone's jobs and the operations pages."""
 
     __tablename__ = "users"

@@ -82,14 +82,14 @@ def _hourly(now) -> list[tuple[str, int, int]]:
 
 def _slowest(now) -> list[tuple[str, int, float, float]]:
     """(kind, runs, p50, p95) of finished jobs in the last 24 hours, slowest p95 first."""
-    return db.session.execute(
+    return [tuple(row) for row in db.session.execute(
         select(JobEvent.kind, func.count(),
                func.percentile_cont(0.5).within_group(JobEvent.seconds),
                func.percentile_cont(0.95).within_group(JobEvent.seconds))
         .where(JobEvent.at >= now - timedelta(hours=24), JobEvent.event.in_(["succeeded", "failed"]),
                JobEvent.seconds.is_not(None))
         .group_by(JobEvent.kind).order_by(func.percentile_cont(0.95).within_group(JobEvent.seconds).desc())
-    ).all()
+    )]
 
 
 def scaling_hint(depths: dict[str, int] | None, ages: dict[str, float]) -> str | None:
