@@ -656,3 +656,35 @@ def test_forwarded_headers_count_only_behind_a_trusted_proxy(app, users, monkeyp
     # This app's own Redis clients (the limiter's and rq-dashboard's), closed before the app is dropped.
     proxied_app.extensions["login_limiter"].storage.storage.close()
     proxied_app.redis_conn.close()
+
+
+def test_the_login_throttle_counts_in_a_tls_only_redis(app, users, tmp_path):
+    """On rediss:// with a self-signed certificate (as Heroku Redis presents), the limiter connects with the same
+    TLS options as every other client and locks the account after ten failures."""
+    import socket
+
+    from tests.conftest import Process, _free_port
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=redis",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True)
+    port = _free_port()
+    server = Process(["redis-server", "--port", "0", "--tls-port", str(port), "--save", "", "--appendonly", "no",
+                      "--tls-cert-file", str(tmp_path / "cert.pem"), "--tls-key-file", str(tmp_path / "key.pem"),
+                      "--tls-auth-clients", "no"], tmp_path / "redis.log")
+    try:
+        def listening() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 15, message="redis-server over TLS")
+        tls_app = create_app({"TESTING": True, "REDIS_URL": f"rediss://127.0.0.1:{port}/0"})
+        client = Browserless(tls_app.test_client())
+        _fail_logins(client, "alice@example.com", 10)
+        assert client.login("alice@example.com").status_code == 429
+        storage = tls_app.extensions["login_limiter"].storage.storage
+        assert storage.keys("*backhaul-login*"), "the counts are in the TLS Redis"
+        storage.close()
+        tls_app.redis_conn.close()
+    finally:
+        server.stop()
