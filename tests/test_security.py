@@ -379,6 +379,9 @@ def test_hostile_job_text_runs_no_script_in_rq_dashboard(app, users, as_alice, l
     for path in views:
         page.goto(live_server + path)
         page.wait_for_load_state("networkidle")
+    # rq-dashboard works under its policy: its script loaded the list and rendered the rows.
+    page.locator("tr[data-job-id='planted-by-the-test']").wait_for()
+    assert PAYLOAD in page.locator("tr[data-job-id='planted-by-the-test']").inner_text(), "shown as text"
     for job_id in [*job_ids, planted.id]:
         page.goto(f"{live_server}/rq/0/view/job/{job_id}")
         page.locator("#job-data p").first.wait_for()
