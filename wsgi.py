@@ -1,5 +1,13 @@
 """The WSGI entry point: ``gunicorn wsgi:app``."""
 
-from webapp import create_app
+import sys
 
-app = create_app()
+from webapp import create_app
+from webapp.config import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as exc:
+    # One line that says what to set, instead of a traceback in every gunicorn worker.
+    print(f"backhaul: {exc}", file=sys.stderr, flush=True)
+    sys.exit(3)
