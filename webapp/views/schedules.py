@@ -27,14 +27,15 @@ bp = Blueprint("schedules", __name__, url_prefix="/schedules")
 DEFAULT_TZ = "Europe/Berlin"
 FREQUENCIES = [("daily", "Every day"), ("weekly", "Every week, on the days ticked"),
                ("monthly", "Every month, on day N"), ("cron", "Cron expression (for experts)")]
-DAYS = [(1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat"), (0, "Sun")]
+DAYS = [SelectChoice(d, label) for d, label in ((1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat"),
+                                                 (0, "Sun"))]
 
 
 class ScheduleForm(Form):
     """When (picker or cron, time zone) and what (the kind's own fields)."""
 
     frequency = SelectField("Repeat", choices=[SelectChoice(v, label) for v, label in FREQUENCIES])
-    time = StringField("At (HH:MM)", default="07:00", validators=[Length(max=5)])
+    time = StringField("At (HH:MM)", default="07:00", validators=[Length(max=20)])
     weekdays = SelectMultipleField("On", choices=DAYS, coerce=int, default=[1],
                                    widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
     day = IntegerField("Day of the month", default=1, validators=[Optional(), NumberRange(1, 31)])
