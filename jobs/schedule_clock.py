@@ -18,7 +18,8 @@ from webapp import scheduling
 log = logging.getLogger("backhaul.schedules")
 
 MAX_SLEEP = 5.0
-# When another process holds the firing lock, look again this soon (it may be about to stop).
+# When another process holds the firing lock (it may be about to stop), or something could not be
+# fired yet, look again this soon.
 LOCKED_OUT_SLEEP = 1.0
 
 
@@ -48,6 +49,9 @@ class ScheduleClockThread(threading.Thread):
             if scheduling.fire_due_if_leader() is None:
                 return LOCKED_OUT_SLEEP
             until = scheduling.seconds_until_due()
+            if until is not None and until <= 0:
+                # Still due: a row held by someone editing it, or more than one pass's worth.
+                return LOCKED_OUT_SLEEP
         if until is None:
             return MAX_SLEEP
         return min(MAX_SLEEP, max(0.0, until))

@@ -8,9 +8,9 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from webapp import schedule_rules, scheduling
+from webapp import queueing, schedule_rules, scheduling
 from webapp.extensions import db
 from webapp.models import Job, Newsletter, Schedule, ScheduleRun, User
 from webapp.schedule_rules import RuleError, describe, next_slot, plan_due, resolve_period
@@ -425,3 +425,58 @@ def test_metrics_show_schedule_lag_and_missed_slots(app, users, as_admin):
     assert 'backhaul_schedule_missed_slots_total{kind="selftest"} 4.0' in text
     lag = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("backhaul_schedule_lag_seconds")))
     assert 85 < lag < 600
+
+
+@pytest.mark.parametrize(("day_start", "expected_slot"), [
+    (utc(2026, 3, 28, 23), utc(2026, 3, 29, 1)),     # spring forward: 02:30 does not exist, runs at 03:00 CEST
+    (utc(2026, 10, 24, 22), utc(2026, 10, 25, 0, 30)),  # fall back: the first 02:30 (CEST) only
+])
+def test_a_0230_berlin_schedule_fires_once_on_dst_days_with_the_clock_stepped_through_the_day(
+        ctx, users, day_start, expected_slot):
+    """The clock looks every 5 minutes for a whole DST day (a frozen, stepped clock: a real wait is impossible)."""
+    schedule = scheduling.create_schedule("selftest", users["root"], {}, "30 2 * * *", BERLIN,
+                                          now=day_start - timedelta(hours=1))
+    for step in range(0, 24 * 60, 5):
+        scheduling.fire_due(day_start + timedelta(minutes=step, seconds=1))
+    [run] = runs_of(schedule.id)
+    assert run.slot_at == expected_slot and not run.missed and not run.catch_up
+    assert db.session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_the_operations_and_newsletter_partials_render_on_their_own(app, users):
+    """The partials the Operations and newsletter pages include need nothing from those views."""
+    from flask import render_template
+
+    newsletter_id = make_newsletter(app, users["alice"])
+    with app.test_request_context():
+        scheduling.create_schedule("export_orders", users["alice"], {"period": "yesterday"}, "0 6 * * *", "UTC")
+        newsletter = db.session.get(Newsletter, newsletter_id)
+        scheduling.schedule_newsletter(newsletter, users["alice"], datetime(2099, 1, 5, 9, 0), BERLIN)
+        ops = render_template("schedules/_ops_next_runs.html")
+        assert "Every day at 06:00, UTC" in ops and "Orders export for yesterday" in ops
+        assert "Once, on 2099-01-05 09:00, Europe/Berlin" in ops
+        part = render_template("schedules/_newsletter_schedule.html", newsletter=newsletter)
+        assert "Scheduled for <strong>2099-01-05 09:00 CET</strong>" in part and "Cancel the scheduled send" in part
+
+
+def test_the_nightly_retention_prune_is_a_system_schedule_that_prunes(app, users, as_admin, burst_worker):
+    """The admin adds it from the Schedules page (daily 03:30 UTC offered); run now prunes old finished jobs."""
+    page = as_admin.get("/schedules/new?kind=prune_jobs").get_data(as_text=True)
+    assert 'value="03:30"' in page and 'value="UTC"' in page
+    created = as_admin.post("/schedules/new", {"kind": "prune_jobs", **schedule_form(
+        frequency="daily", time="03:30", tz="UTC", days="1")}, form_page="/schedules/new?kind=prune_jobs")
+    assert created.status_code == 303
+    with app.app_context():
+        old = queueing.submit("selftest", users["alice"], {}, "an old self-test").id
+    burst_worker("fast")
+    with app.app_context():
+        # As if it had finished three days ago.
+        db.session.execute(update(Job).where(Job.id == old).values(finished_at=datetime.now(UTC) - timedelta(days=3)))
+        db.session.commit()
+    ran = as_admin.post(created.headers["Location"] + "/run", form_page=created.headers["Location"])
+    burst_worker("default")
+    with app.app_context():
+        prune_job = db.session.get(Job, uuid.UUID(ran.headers["Location"].rsplit("/", 1)[-1]))
+        assert prune_job.status == "succeeded" and prune_job.result["summary"].startswith("1 jobs")
+        assert db.session.get(Job, old) is None
+

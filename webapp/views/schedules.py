@@ -119,6 +119,8 @@ def new():
     kind = kind_or_404(request.values.get("kind", "export_orders"))
     form = ScheduleForm()
     error = None
+    if not form.is_submitted() and kind == "prune_jobs":
+        form.frequency.data, form.time.data, form.tz.data = "daily", "03:30", "UTC"
     if form.validate_on_submit():
         try:
             schedule = scheduling.create_schedule(kind, current_user.id, form.params(kind), form.rule(), form.tz.data,
