@@ -299,7 +299,7 @@ def test_a_person_repeats_a_report_edits_pauses_runs_and_deletes_it(app, as_alic
     show_url = created.headers["Location"]
     listing = as_alice.get("/schedules/").get_data(as_text=True)
     assert "Every Monday at 07:00, Europe/Berlin" in listing
-    assert "Sales report for last week (monday to sunday), e-mailed to 1 recipient" in listing
+    assert "Sales report for last week (Monday to Sunday), e-mailed to 1 recipient" in listing
     assert ">active<" in listing and "alice@example.com" in listing
 
     edited = as_alice.post(show_url + "/edit", schedule_form(frequency="monthly", day="1", time="06:30"),

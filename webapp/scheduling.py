@@ -123,7 +123,8 @@ def what_it_runs(schedule: Schedule) -> str:
     params = schedule.params or {}
     words = label[0].upper() + label[1:]
     if "period" in params:
-        words += f" for {schedule_rules.PERIODS[params['period']].lower()}"
+        period = schedule_rules.PERIODS[params["period"]]
+        words += f" for {period[0].lower()}{period[1:]}"
     elif "date_from" in params:
         words += f" for {params['date_from']} to {params['date_to']}"
     if params.get("status"):
