@@ -480,3 +480,19 @@ def test_the_nightly_retention_prune_is_a_system_schedule_that_prunes(app, users
         assert prune_job.status == "succeeded" and prune_job.result["summary"].startswith("1 jobs")
         assert db.session.get(Job, old) is None
 
+
+
+def test_a_scheduled_newsletter_missed_while_down_is_not_sent_late_and_says_so(app, users):
+    """Back more than an hour after the chosen time: nothing is sent, and the newsletter page explains it."""
+    from flask import render_template
+
+    newsletter_id = make_newsletter(app, users["alice"])
+    with app.test_request_context():
+        newsletter = db.session.get(Newsletter, newsletter_id)
+        scheduling.schedule_newsletter(newsletter, users["alice"], datetime(2026, 12, 8, 9, 0), BERLIN,
+                                       now=utc(2026, 12, 1))
+        assert scheduling.fire_due(utc(2026, 12, 8, 10, 30)) == 0
+        newsletter = db.session.get(Newsletter, newsletter_id)
+        assert newsletter.send_job_id is None
+        part = render_template("schedules/_newsletter_schedule.html", newsletter=newsletter)
+        assert "The send scheduled for 2026-12-08 09:00 CET was missed" in part and "Schedule the send" in part

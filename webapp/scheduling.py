@@ -119,6 +119,8 @@ def _period_params(raw: dict[str, Any]) -> dict[str, Any]:
 
 def what_it_runs(schedule: Schedule) -> str:
     """A schedule's job in words: "Sales report for last week, e-mailed to 2 recipients"."""
+    if schedule.newsletter is not None:
+        return f"Newsletter “{schedule.newsletter.subject}”"
     label = SCHEDULABLE.get(schedule.kind, (schedule.kind, False))[0]
     params = schedule.params or {}
     words = label[0].upper() + label[1:]
@@ -228,8 +230,19 @@ def _locked(schedule_id: int) -> Schedule | None:
 def pending_newsletter_send(newsletter_id: int) -> Schedule | None:
     """The one-shot schedule that will send this newsletter, if there is one."""
     return db.session.scalars(
-        select(Schedule).where(Schedule.newsletter_id == newsletter_id, Schedule.next_run_at.is_not(None))
+        select(Schedule).where(Schedule.newsletter_id == newsletter_id, Schedule.next_run_at.is_not(None),
+                               Schedule.paused.is_(False))
     ).first()
+
+
+def missed_newsletter_send(newsletter_id: int) -> Schedule | None:
+    """The latest scheduled send of this newsletter if it was missed (Backhaul was down past its grace window)."""
+    latest = db.session.scalars(
+        select(Schedule).where(Schedule.newsletter_id == newsletter_id).order_by(Schedule.id.desc()).limit(1)
+    ).first()
+    if latest is None or latest.next_run_at is not None or latest.last_job_id is not None or not latest.missed_count:
+        return None
+    return latest
 
 
 def schedule_newsletter(newsletter: Newsletter, owner_id: int, local: datetime, tz: str, *,
@@ -272,7 +285,8 @@ def cancel_newsletter_send(newsletter_id: int) -> bool:
 def seconds_until_due(now: datetime | None = None) -> float | None:
     """Seconds until the earliest active schedule is due (<= 0: due now); None when there is none."""
     earliest = db.session.scalar(
-        select(func.min(Schedule.next_run_at)).where(Schedule.paused.is_(False), Schedule.owner_id.is_not(None))
+        # Owner-less ones count too: firing pauses them with the reason at once.
+        select(func.min(Schedule.next_run_at)).where(Schedule.paused.is_(False))
     )
     db.session.commit()
     if earliest is None:

@@ -48,6 +48,7 @@ class Schedule(db.Model):
 
     owner = relationship("User", lazy="select")
     last_job = relationship("Job", lazy="select")
+    newsletter = relationship("Newsletter", lazy="select")
 
     @property
     def is_one_shot(self) -> bool:

@@ -279,4 +279,5 @@ def schedule_helpers() -> dict:
         ).all()
 
     return {"next_schedule_runs": next_schedule_runs, "pending_newsletter_send": scheduling.pending_newsletter_send,
+            "missed_newsletter_send": scheduling.missed_newsletter_send,
             "describe_rule": schedule_rules.describe, "what_it_runs": scheduling.what_it_runs}
