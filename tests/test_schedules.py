@@ -496,3 +496,13 @@ def test_a_scheduled_newsletter_missed_while_down_is_not_sent_late_and_says_so(a
         assert newsletter.send_job_id is None
         part = render_template("schedules/_newsletter_schedule.html", newsletter=newsletter)
         assert "The send scheduled for 2026-12-08 09:00 CET was missed" in part and "Schedule the send" in part
+
+
+def test_removing_an_owner_pauses_their_schedule_at_the_next_clock_look(ctx, users):
+    """Not only when its slot comes: the clock sees it as due at once and pauses it."""
+    schedule = scheduling.create_schedule("export_orders", users["bob"], {"period": "yesterday"}, "0 7 1 1 *", "UTC")
+    db.session.delete(db.session.get(User, users["bob"]))
+    db.session.commit()
+    assert scheduling.seconds_until_due() <= 0
+    scheduling.fire_due()
+    assert db.session.get(Schedule, schedule.id).paused and scheduling.seconds_until_due() is None

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from webapp import jobstate, queueing, schedule_rules, submissions
@@ -33,6 +33,7 @@ log = logging.getLogger("backhaul.schedules")
 LOCK_KEY = 0x7363686564  # "sched"
 MISSED_ROWS = 100
 OWNER_GONE = "Paused: its owner's account was removed"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Kind -> (what a run is called in titles, only admins may schedule it).
 SCHEDULABLE: dict[str, tuple[str, bool]] = {
@@ -285,8 +286,9 @@ def cancel_newsletter_send(newsletter_id: int) -> bool:
 def seconds_until_due(now: datetime | None = None) -> float | None:
     """Seconds until the earliest active schedule is due (<= 0: due now); None when there is none."""
     earliest = db.session.scalar(
-        # Owner-less ones count too: firing pauses them with the reason at once.
-        select(func.min(Schedule.next_run_at)).where(Schedule.paused.is_(False))
+        # One whose owner was removed is due at once: firing pauses it with the reason.
+        select(func.min(case((Schedule.owner_id.is_(None), literal(EPOCH)), else_=Schedule.next_run_at)))
+        .where(Schedule.paused.is_(False))
     )
     db.session.commit()
     if earliest is None:
