@@ -506,3 +506,18 @@ def test_removing_an_owner_pauses_their_schedule_at_the_next_clock_look(ctx, use
     assert scheduling.seconds_until_due() <= 0
     scheduling.fire_due()
     assert db.session.get(Schedule, schedule.id).paused and scheduling.seconds_until_due() is None
+
+
+@pytest.mark.parametrize("path", ["/schedules/", "/schedules/new?kind=export_orders", "/schedules/1"])
+def test_schedule_pages_need_a_login(client, path):
+    """Logged out, every schedule page sends you to the login form."""
+    response = client.get(path)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_a_schedule_form_posted_without_its_csrf_token_is_refused(app, as_alice):
+    """CSRF is checked on every form: nothing is created."""
+    response = as_alice.client.post("/schedules/new", data={"kind": "export_orders", **schedule_form()})
+    assert response.status_code == 400
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Schedule)) == 0
