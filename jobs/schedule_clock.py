@@ -13,7 +13,7 @@ import threading
 
 from flask import Flask
 
-from webapp import scheduling
+from webapp import schedule_firing
 
 log = logging.getLogger("backhaul.schedules")
 
@@ -44,11 +44,11 @@ class ScheduleClockThread(threading.Thread):
 
     def tick(self) -> float:
         """Fire what is due now; return how long to sleep before the next look."""
-        until = scheduling.seconds_until_due()
+        until = schedule_firing.seconds_until_due()
         if until is not None and until <= 0:
-            if scheduling.fire_due_if_leader() is None:
+            if schedule_firing.fire_due_if_leader() is None:
                 return LOCKED_OUT_SLEEP
-            until = scheduling.seconds_until_due()
+            until = schedule_firing.seconds_until_due()
             if until is not None and until <= 0:
                 # Still due: a row held by someone editing it, or more than one pass's worth.
                 return LOCKED_OUT_SLEEP

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from webapp import queueing, schedule_rules, scheduling
+from webapp import queueing, schedule_firing, schedule_rules, scheduling
 from webapp.extensions import db
 from webapp.models import Job, Newsletter, Schedule, ScheduleRun, User
 from webapp.schedule_rules import RuleError, describe, next_slot, plan_due, resolve_period
@@ -155,8 +155,8 @@ def test_a_due_slot_fires_once_into_a_job_with_the_period_resolved(ctx, users):
                                           "0 7 * * 1", BERLIN, now=created)
     assert schedule.next_run_at == utc(2026, 11, 30, 6)
     fired_at = utc(2026, 11, 30, 6, 0, 2)
-    assert scheduling.fire_due(fired_at) == 1
-    assert scheduling.fire_due(fired_at + timedelta(seconds=5)) == 0
+    assert schedule_firing.fire_due(fired_at) == 1
+    assert schedule_firing.fire_due(fired_at + timedelta(seconds=5)) == 0
     [run] = runs_of(schedule.id)
     job = db.session.get(Job, run.job_id)
     assert job.params == {"date_from": "2026-11-23", "date_to": "2026-11-29", "status": "paid"}
@@ -169,11 +169,11 @@ def test_a_due_slot_fires_once_into_a_job_with_the_period_resolved(ctx, users):
 def test_the_unique_slot_row_stops_a_second_firing_even_when_next_run_at_is_stale(ctx, users):
     """Another process that read an old next_run_at cannot fire the same slot: the (schedule, slot) row exists."""
     schedule = scheduling.create_schedule("selftest", users["root"], {}, "0 * * * *", "UTC", now=utc(2026, 12, 1, 7, 30))
-    scheduling.fire_due(utc(2026, 12, 1, 8, 0, 1))
+    schedule_firing.fire_due(utc(2026, 12, 1, 8, 0, 1))
     schedule = db.session.get(Schedule, schedule.id)
     schedule.next_run_at = utc(2026, 12, 1, 8)  # as if the advance had been lost
     db.session.commit()
-    assert scheduling.fire_due(utc(2026, 12, 1, 8, 0, 3)) == 0
+    assert schedule_firing.fire_due(utc(2026, 12, 1, 8, 0, 3)) == 0
     assert db.session.scalar(select(func.count()).select_from(Job)) == 1
 
 
@@ -182,7 +182,7 @@ def test_a_report_schedule_with_recipients_makes_the_email_wait_for_the_report(c
     schedule = scheduling.create_schedule(
         "sales_report", users["alice"], {"period": "last_month", "recipients": "ops@example.com, boss@example.com"},
         "0 7 1 * *", BERLIN, now=utc(2026, 11, 20))
-    scheduling.fire_due(utc(2026, 12, 1, 6, 0, 1))
+    schedule_firing.fire_due(utc(2026, 12, 1, 6, 0, 1))
     jobs = db.session.scalars(select(Job).order_by(Job.created_at)).all()
     report, mail = sorted(jobs, key=lambda j: j.kind != "sales_report")
     assert report.title == "Monthly sales report — November 2026"
@@ -195,7 +195,7 @@ def test_a_report_schedule_with_recipients_makes_the_email_wait_for_the_report(c
 def test_missed_slots_are_recorded_and_one_catch_up_runs(ctx, users):
     """Three days down: three slots missed, today's slot runs once as a catch-up."""
     schedule = scheduling.create_schedule("selftest", users["root"], {}, "0 7 * * *", BERLIN, now=utc(2026, 11, 27))
-    scheduling.fire_due(utc(2026, 12, 1, 8))
+    schedule_firing.fire_due(utc(2026, 12, 1, 8))
     runs = runs_of(schedule.id)
     assert [(r.missed, r.catch_up) for r in runs] == [(True, False)] * 4 + [(False, True)]
     assert db.session.scalar(select(func.count()).select_from(Job)) == 1
@@ -207,9 +207,9 @@ def test_a_schedule_whose_owner_was_removed_is_paused_with_the_reason(ctx, users
     schedule = scheduling.create_schedule("export_orders", users["bob"], {"period": "yesterday"}, "0 7 * * *", "UTC")
     db.session.delete(db.session.get(User, users["bob"]))
     db.session.commit()
-    scheduling.fire_due(utc(2030, 1, 1))
+    schedule_firing.fire_due(utc(2030, 1, 1))
     schedule = db.session.get(Schedule, schedule.id)
-    assert schedule.paused and schedule.paused_reason == scheduling.OWNER_GONE
+    assert schedule.paused and schedule.paused_reason == schedule_firing.OWNER_GONE
     assert db.session.scalar(select(func.count()).select_from(Job)) == 0
     with pytest.raises(RuleError, match="owner's account was removed"):
         scheduling.resume(schedule.id)
@@ -219,7 +219,7 @@ def test_pause_stops_firing_and_resume_starts_from_the_next_slot(ctx, users):
     """Slots while paused are not caught up."""
     schedule = scheduling.create_schedule("selftest", users["root"], {}, "0 * * * *", "UTC", now=utc(2026, 12, 1, 7, 30))
     scheduling.pause(schedule.id)
-    assert scheduling.fire_due(utc(2026, 12, 1, 9, 30)) == 0
+    assert schedule_firing.fire_due(utc(2026, 12, 1, 9, 30)) == 0
     resumed = scheduling.resume(schedule.id, now=utc(2026, 12, 1, 9, 30))
     assert resumed.next_run_at == utc(2026, 12, 1, 10) and runs_of(schedule.id) == []
 
@@ -403,8 +403,8 @@ def test_a_scheduled_newsletter_fires_once_and_is_marked_sending(ctx, users):
     schedule = scheduling.schedule_newsletter(newsletter, users["alice"], datetime(2026, 12, 8, 9, 0), BERLIN,
                                               now=utc(2026, 12, 1))
     assert schedule.run_at == utc(2026, 12, 8, 8)
-    assert scheduling.fire_due(utc(2026, 12, 8, 8, 0, 1)) == 1
-    assert scheduling.fire_due(utc(2026, 12, 8, 9)) == 0
+    assert schedule_firing.fire_due(utc(2026, 12, 8, 8, 0, 1)) == 1
+    assert schedule_firing.fire_due(utc(2026, 12, 8, 9)) == 0
     newsletter = db.session.get(Newsletter, newsletter.id)
     job = db.session.get(Job, newsletter.send_job_id)
     assert job.kind == "send_newsletter" and db.session.get(Schedule, schedule.id).state == "done"
@@ -417,7 +417,7 @@ def test_metrics_show_schedule_lag_and_missed_slots(app, users, as_admin):
     """After a catch-up with missed slots, /metrics counts them; an overdue schedule shows its lag."""
     with app.app_context():
         scheduling.create_schedule("selftest", users["root"], {}, "0 7 * * *", "UTC", now=utc(2026, 11, 27))
-        scheduling.fire_due(utc(2026, 12, 1, 8))
+        schedule_firing.fire_due(utc(2026, 12, 1, 8))
         overdue = scheduling.create_schedule("selftest", users["root"], {}, "0 7 * * *", "UTC")
         overdue.next_run_at = datetime.now(UTC) - timedelta(seconds=90)
         db.session.commit()
@@ -437,7 +437,7 @@ def test_a_0230_berlin_schedule_fires_once_on_dst_days_with_the_clock_stepped_th
     schedule = scheduling.create_schedule("selftest", users["root"], {}, "30 2 * * *", BERLIN,
                                           now=day_start - timedelta(hours=1))
     for step in range(0, 24 * 60, 5):
-        scheduling.fire_due(day_start + timedelta(minutes=step, seconds=1))
+        schedule_firing.fire_due(day_start + timedelta(minutes=step, seconds=1))
     [run] = runs_of(schedule.id)
     assert run.slot_at == expected_slot and not run.missed and not run.catch_up
     assert db.session.scalar(select(func.count()).select_from(Job)) == 1
@@ -491,7 +491,7 @@ def test_a_scheduled_newsletter_missed_while_down_is_not_sent_late_and_says_so(a
         newsletter = db.session.get(Newsletter, newsletter_id)
         scheduling.schedule_newsletter(newsletter, users["alice"], datetime(2026, 12, 8, 9, 0), BERLIN,
                                        now=utc(2026, 12, 1))
-        assert scheduling.fire_due(utc(2026, 12, 8, 10, 30)) == 0
+        assert schedule_firing.fire_due(utc(2026, 12, 8, 10, 30)) == 0
         newsletter = db.session.get(Newsletter, newsletter_id)
         assert newsletter.send_job_id is None
         part = render_template("schedules/_newsletter_schedule.html", newsletter=newsletter)
@@ -503,9 +503,9 @@ def test_removing_an_owner_pauses_their_schedule_at_the_next_clock_look(ctx, use
     schedule = scheduling.create_schedule("export_orders", users["bob"], {"period": "yesterday"}, "0 7 1 1 *", "UTC")
     db.session.delete(db.session.get(User, users["bob"]))
     db.session.commit()
-    assert scheduling.seconds_until_due() <= 0
-    scheduling.fire_due()
-    assert db.session.get(Schedule, schedule.id).paused and scheduling.seconds_until_due() is None
+    assert schedule_firing.seconds_until_due() <= 0
+    schedule_firing.fire_due()
+    assert db.session.get(Schedule, schedule.id).paused and schedule_firing.seconds_until_due() is None
 
 
 @pytest.mark.parametrize("path", ["/schedules/", "/schedules/new?kind=export_orders", "/schedules/1"])

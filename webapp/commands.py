@@ -10,7 +10,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from webapp import queueing, reconciler, retention, scheduling
+from webapp import queueing, reconciler, retention, schedule_firing, scheduling
 from webapp.extensions import db
 from webapp.models import Job, Schedule, User
 from webapp.schedule_rules import RuleError, describe
@@ -216,7 +216,7 @@ def delete_schedule(schedule_id: int) -> None:
 def run_schedule(schedule_id: int) -> None:
     """Run a schedule once now; prints the job id."""
     try:
-        jobs = scheduling.run_now(_schedule(schedule_id).id)
+        jobs = schedule_firing.run_now(_schedule(schedule_id).id)
     except RuleError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(jobs[0].id)

@@ -13,7 +13,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from webapp import schedule_rules, scheduling
+from webapp import schedule_firing, schedule_params, schedule_rules, scheduling
 from webapp.access import visible
 from webapp.extensions import db
 from webapp.forms import Form
@@ -59,7 +59,7 @@ class ScheduleForm(Form):
         return schedule_rules.compose(picked)
 
     def params(self, kind: str) -> dict:
-        """The raw parameters for ``kind`` (checked by scheduling.clean_params)."""
+        """The raw parameters for ``kind`` (checked by schedule_params.clean_params)."""
         if kind == "prune_jobs":
             return {"days": self.days.data}
         if kind == "selftest":
@@ -94,9 +94,9 @@ def schedule_or_404(schedule_id: int) -> Schedule:
 
 def kind_or_404(kind: str) -> str:
     """A kind the current user may schedule from the form."""
-    if kind not in scheduling.SCHEDULABLE or kind == "send_newsletter":
+    if kind not in schedule_params.SCHEDULABLE or kind == "send_newsletter":
         abort(404, "That cannot be scheduled.")
-    if scheduling.SCHEDULABLE[kind][1] and not current_user.is_admin:
+    if schedule_params.SCHEDULABLE[kind][1] and not current_user.is_admin:
         abort(404, "That cannot be scheduled.")
     return kind
 
@@ -201,7 +201,7 @@ def resume(schedule_id: int):
 def run_now(schedule_id: int):
     """Run once now and open the job."""
     try:
-        jobs = scheduling.run_now(schedule_or_404(schedule_id).id)
+        jobs = schedule_firing.run_now(schedule_or_404(schedule_id).id)
     except RuleError as exc:
         flash(f"Cannot run it: {exc}", "error")
         return _back(schedule_id)
@@ -280,4 +280,4 @@ def schedule_helpers() -> dict:
 
     return {"next_schedule_runs": next_schedule_runs, "pending_newsletter_send": scheduling.pending_newsletter_send,
             "missed_newsletter_send": scheduling.missed_newsletter_send,
-            "describe_rule": schedule_rules.describe, "what_it_runs": scheduling.what_it_runs}
+            "describe_rule": schedule_rules.describe, "what_it_runs": schedule_params.what_it_runs}
