@@ -34,6 +34,7 @@ MISSED_ROWS = 100
 OWNER_GONE = "Paused: its owner's account was removed"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+
 def seconds_until_due(now: datetime | None = None) -> float | None:
     """Seconds until the earliest active schedule is due (<= 0: due now); None when there is none."""
     earliest = db.session.scalar(

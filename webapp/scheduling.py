@@ -19,6 +19,7 @@ from webapp.schedule_params import SCHEDULABLE, ScheduleError, clean_params
 
 log = logging.getLogger("backhaul.schedules")
 
+
 def create_schedule(kind: str, owner_id: int, params: dict[str, Any], cron: str, tz: str, *,
                     grace_seconds: int | None = None, now: datetime | None = None) -> Schedule:
     """A recurring schedule, checked and committed; ScheduleError/RuleError say what is wrong."""
