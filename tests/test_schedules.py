@@ -481,7 +481,6 @@ def test_the_nightly_retention_prune_is_a_system_schedule_that_prunes(app, users
         assert db.session.get(Job, old) is None
 
 
-
 def test_a_scheduled_newsletter_missed_while_down_is_not_sent_late_and_says_so(app, users):
     """Back more than an hour after the chosen time: nothing is sent, and the newsletter page explains it."""
     from flask import render_template

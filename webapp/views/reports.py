@@ -15,6 +15,7 @@ from webapp.submissions import MAX_RECIPIENTS, parse_recipients
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 
+
 class ReportForm(OrderFilterForm):
     """Period, filters and optional recipients."""
 
