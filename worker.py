@@ -24,6 +24,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import text
 
 from jobs import runtime
+from jobs.schedule_clock import ScheduleClockThread
 from jobs.worker import BackhaulWorker, ReconcilerThread
 from webapp import create_app, jobstate, redis_client
 from webapp.extensions import db
@@ -91,6 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     parser.add_argument("--max-jobs", type=int, default=None, help="recycle after this many jobs")
     parser.add_argument("--no-reconciler", action="store_true", help="do not run the reconciler thread")
+    parser.add_argument("--no-clock", action="store_true", help="do not fire schedules from this worker")
     parser.add_argument("--no-nice", action="store_true", help="keep normal CPU priority")
     parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
     return parser.parse_args(argv)
@@ -149,6 +151,8 @@ def run_worker(app, args: argparse.Namespace, queue_names: list[str], priority: 
         log.info("worker %s serving %s (%s)", name, ", ".join(queue_names), priority)
         if not args.no_reconciler:
             ReconcilerThread(app, app.config["RECONCILE_SECONDS"]).start()
+        if not (args.no_clock or args.burst):
+            ScheduleClockThread(app).start()
         worker.work(burst=args.burst, max_jobs=max_jobs, with_scheduler=False,
                     logging_level=app.config.get("WORKER_LOG_LEVEL", "INFO"))
         if worker.shutdown_requested or args.burst:

@@ -1,4 +1,4 @@
-"""Command-line tools: ``flask --app wsgi users|demo|jobs ...``."""
+"""Command-line tools: ``flask --app wsgi users|demo|jobs|schedules ...``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from webapp import queueing, reconciler, retention
+from webapp import queueing, reconciler, retention, schedule_firing, scheduling
 from webapp.extensions import db
-from webapp.models import Job, User
+from webapp.models import Job, Schedule, User
+from webapp.schedule_rules import RuleError, describe
 
 users_cli = AppGroup("users", help="Manage accounts.")
 demo_cli = AppGroup("demo", help="Demo data.")
 jobs_cli = AppGroup("jobs", help="Inspect and repair background jobs.")
+schedules_cli = AppGroup("schedules", help="Recurring jobs: add, list, pause, resume, run, delete.")
 
 
 @users_cli.command("create")
@@ -130,7 +132,97 @@ def prune_jobs(days: int | None) -> None:
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()) + " deleted")
 
 
+def _iso(value) -> str | None:
+    """A timestamp as ISO 8601, or None."""
+    return value.isoformat() if value else None
+
+
+def _schedule(schedule_id: int) -> Schedule:
+    """The schedule with this id, or a clean CLI error."""
+    schedule = db.session.get(Schedule, schedule_id)
+    if schedule is None:
+        raise click.ClickException(f"no schedule {schedule_id}")
+    return schedule
+
+
+@schedules_cli.command("add")
+@click.argument("kind")
+@click.option("--cron", required=True, help='five-field cron expression, e.g. "0 7 * * 1" (Mondays 07:00)')
+@click.option("--tz", default="UTC", show_default=True, help="time zone, e.g. Europe/Berlin")
+@click.option("--params", "params_json", default="{}", help='JSON, as the form submits it, e.g. {"period": "last_week"}')
+@click.option("--owner", required=True, help="owner e-mail (the runs are their jobs)")
+@click.option("--grace", type=int, default=None, help="seconds a missed slot may still be caught up")
+def add_schedule(kind: str, cron: str, tz: str, params_json: str, owner: str, grace: int | None) -> None:
+    """Add a schedule and print its id."""
+    user = db.session.scalar(select(User).where(func.lower(User.email) == owner.lower()))
+    if user is None:
+        raise click.ClickException(f"no account {owner}: create it first with `users create`")
+    try:
+        params = json.loads(params_json)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--params is not valid JSON ({exc})") from None
+    try:
+        schedule = scheduling.create_schedule(kind, user.id, params, cron, tz, grace_seconds=grace)
+    except RuleError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(schedule.id)
+
+
+@schedules_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def list_schedules(as_json: bool) -> None:
+    """List every schedule."""
+    for schedule in db.session.scalars(select(Schedule).order_by(Schedule.id)):
+        row = {"id": schedule.id, "kind": schedule.kind, "cron": schedule.cron, "tz": schedule.tz,
+               "next_run_at": _iso(schedule.next_run_at), "last_run_at": _iso(schedule.last_run_at),
+               "paused": schedule.paused}
+        if as_json:
+            click.echo(json.dumps(row))
+            continue
+        state = f"paused ({schedule.paused_reason})" if schedule.paused and schedule.paused_reason else schedule.state
+        click.echo(f"{schedule.id:>4}  {schedule.kind:<16} {describe(schedule.cron, schedule.tz, schedule.run_at):<45} "
+                   f"next {row['next_run_at'] or '-':<26} {state}")
+
+
+@schedules_cli.command("pause")
+@click.argument("schedule_id", type=int)
+def pause_schedule(schedule_id: int) -> None:
+    """Stop firing a schedule."""
+    scheduling.pause(_schedule(schedule_id).id, "Paused from the command line")
+    click.echo("paused")
+
+
+@schedules_cli.command("resume")
+@click.argument("schedule_id", type=int)
+def resume_schedule(schedule_id: int) -> None:
+    """Fire again from the next slot."""
+    try:
+        schedule = scheduling.resume(_schedule(schedule_id).id)
+    except RuleError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"active; next run {_iso(schedule.next_run_at)}")
+
+
+@schedules_cli.command("delete")
+@click.argument("schedule_id", type=int)
+def delete_schedule(schedule_id: int) -> None:
+    """Delete a schedule (the jobs it made stay)."""
+    scheduling.delete_schedule(_schedule(schedule_id).id)
+    click.echo("deleted")
+
+
+@schedules_cli.command("run")
+@click.argument("schedule_id", type=int)
+def run_schedule(schedule_id: int) -> None:
+    """Run a schedule once now; prints the job id."""
+    try:
+        jobs = schedule_firing.run_now(_schedule(schedule_id).id)
+    except RuleError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(jobs[0].id)
+
+
 def register_commands(app: Flask) -> None:
     """Attach the command groups to the app."""
-    for group in (users_cli, demo_cli, jobs_cli):
+    for group in (users_cli, demo_cli, jobs_cli, schedules_cli):
         app.cli.add_command(group)

@@ -53,6 +53,8 @@ KINDS: dict[str, JobKind] = {
                 func="jobs.import_subscribers.import_subscribers", queue="default", timeout=900, max_attempts=2),
         JobKind(name="selftest", label="Self-test", func="jobs.selftest.run_selftest",
                 queue="fast", timeout=600, max_attempts=3, memory_mb=256),
+        JobKind(name="prune_jobs", label="Retention prune", func="jobs.prune_jobs.prune_old_jobs",
+                queue="default", timeout=1800, max_attempts=2),
     )
 }
 

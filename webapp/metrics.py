@@ -22,7 +22,7 @@ from sqlalchemy import case, func, or_, select
 
 from webapp.extensions import db
 from webapp.kinds import QUEUES
-from webapp.models import Job, JobEvent
+from webapp.models import Job, JobEvent, Schedule, ScheduleRun
 from webapp.models.job import utcnow
 from webapp.queueing import get_queue, redis_conn
 
@@ -95,6 +95,35 @@ def worker_states() -> list[dict] | None:
         return None
 
 
+def schedule_families() -> Iterator:
+    """Schedule lag (how late the most overdue active schedule is now, and how late the latest run fired)
+    and missed slots, from the rows."""
+    now = utcnow()
+    overdue = db.session.scalar(
+        select(func.min(Schedule.next_run_at)).where(Schedule.paused.is_(False), Schedule.next_run_at <= now)
+    )
+    lag = GaugeMetricFamily("backhaul_schedule_lag_seconds",
+                            "How late the most overdue active schedule is right now (0 when none is due)")
+    lag.add_metric([], (now - overdue).total_seconds() if overdue else 0.0)
+    yield lag
+    last = db.session.execute(
+        select(ScheduleRun.fired_at, ScheduleRun.slot_at)
+        .where(ScheduleRun.missed.is_(False), ScheduleRun.manual.is_(False), ScheduleRun.catch_up.is_(False))
+        .order_by(ScheduleRun.fired_at.desc()).limit(1)
+    ).first()
+    fired = GaugeMetricFamily("backhaul_schedule_last_fire_lag_seconds",
+                              "Seconds between the latest on-time scheduled slot and its firing")
+    fired.add_metric([], (last.fired_at - last.slot_at).total_seconds() if last else 0.0)
+    yield fired
+    missed = CounterMetricFamily("backhaul_schedule_missed_slots", "Slots skipped because they were older than "
+                                 "their schedule's grace window or folded into a catch-up run", labels=["kind"])
+    for kind, count in db.session.execute(
+        select(Schedule.kind, func.coalesce(func.sum(Schedule.missed_count), 0)).group_by(Schedule.kind)
+    ):
+        missed.add_metric([kind], int(count))
+    yield missed
+
+
 class JobsCollector(Collector):
     """Builds every metric family on each scrape."""
 
@@ -137,6 +166,7 @@ class JobsCollector(Collector):
                                    "How long past its due time the oldest waiting retry is (alert above ~15 s)")
         oldest.add_metric([], overdue_age)
         yield oldest
+        yield from schedule_families()
         db.session.commit()
 
         up = GaugeMetricFamily("backhaul_redis_up", "1 when Redis answered this scrape")

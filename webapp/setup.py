@@ -51,10 +51,11 @@ def register_blueprints(app: Flask) -> None:
         photos,
         reports,
         rqdash,
+        schedules,
         subscribers,
     )
 
-    for module in (auth, jobs, files, exports, photos, reports, newsletters, subscribers, ops, health):
+    for module in (auth, jobs, files, exports, photos, reports, newsletters, subscribers, schedules, ops, health):
         app.register_blueprint(module.bp)
     if app.config["DEV_MAILBOX"]:
         app.register_blueprint(devmail.bp)
@@ -70,6 +71,7 @@ NAV = (
     ("Photos", "photos.index", False),
     ("Reports", "reports.new", False),
     ("Newsletters", "newsletters.index", False),
+    ("Schedules", "schedules.index", False),
     ("Operations", "ops.index", True),
 )
 

@@ -4,6 +4,7 @@ from webapp.models.job import Job, JobEvent, JobStatus
 from webapp.models.newsletter import Delivery, DeliveryStatus, Newsletter, Subscriber
 from webapp.models.order import Customer, Order
 from webapp.models.photo import Photo
+from webapp.models.schedule import Schedule, ScheduleRun
 from webapp.models.stored_file import StoredFile
 from webapp.models.user import User
 
@@ -17,6 +18,8 @@ __all__ = [
     "Newsletter",
     "Order",
     "Photo",
+    "Schedule",
+    "ScheduleRun",
     "StoredFile",
     "Subscriber",
     "User",

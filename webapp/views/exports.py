@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from webapp import queueing
+from webapp import submissions
 from webapp.forms import OrderFilterForm
 
 bp = Blueprint("exports", __name__, url_prefix="/exports")
@@ -33,9 +33,6 @@ def new():
             "date_to": form.date_to.data.isoformat(),
             "status": form.status.data or None,
         }
-        title = f"Orders {params['date_from']} to {params['date_to']}" + (
-            f" ({params['status']})" if params["status"] else ""
-        )
-        job = queueing.submit("export_orders", current_user.id, params, title)
+        job = submissions.export_orders(current_user.id, params)
         return redirect(url_for("jobs.show", job_id=job.id), code=303)
     return render_template("exports/new.html", form=form), (400 if form.errors else 200)

@@ -4,34 +4,16 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from wtforms import StringField, TextAreaField
 from wtforms.validators import Length, ValidationError
 
-from webapp import queueing
+from webapp import submissions
 from webapp.forms import OrderFilterForm
+from webapp.submissions import MAX_RECIPIENTS, parse_recipients
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
-
-MAX_RECIPIENTS = 10
-
-
-def parse_recipients(raw: str) -> list[str]:
-    """Split a comma/newline separated list into normalised addresses; ValueError names a bad one."""
-    found: list[str] = []
-    for part in raw.replace("\n", ",").replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            address = validate_email(part, check_deliverability=False, test_environment=True).normalized
-        except EmailNotValidError as exc:
-            raise ValueError(f"{part[:80]!r} is not a valid e-mail address ({exc})") from None
-        if address not in found:
-            found.append(address)
-    return found
 
 
 class ReportForm(OrderFilterForm):
@@ -67,13 +49,6 @@ def new():
             "status": form.status.data or None,
             "customer": (form.customer.data or "").strip() or None,
         }
-        title = f"Sales report {params['date_from']} to {params['date_to']}"
-        report = queueing.submit("sales_report", current_user.id, params, title)
-        recipients = parse_recipients(form.recipients.data or "")
-        if recipients:
-            queueing.submit(
-                "mail_report", current_user.id, {"report_job_id": str(report.id), "recipients": recipients},
-                f"E-mail to {len(recipients)} recipient{'s' if len(recipients) != 1 else ''}", depends_on=report,
-            )
+        report = submissions.sales_report(current_user.id, params, parse_recipients(form.recipients.data or ""))[0]
         return redirect(url_for("jobs.show", job_id=report.id), code=303)
     return render_template("reports/new.html", form=form), (400 if form.errors else 200)
