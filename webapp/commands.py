@@ -200,6 +200,8 @@ def resume_schedule(schedule_id: int) -> None:
         schedule = scheduling.resume(_schedule(schedule_id).id)
     except RuleError as exc:
         raise click.ClickException(str(exc)) from None
+    if schedule is None:
+        raise click.ClickException(f"no schedule {schedule_id}")
     click.echo(f"active; next run {_iso(schedule.next_run_at)}")
 
 

@@ -81,7 +81,7 @@ def fire_schedule(schedule_id: int, now: datetime) -> list[Job]:
         select(Schedule).where(Schedule.id == schedule_id, Schedule.paused.is_(False), Schedule.next_run_at <= now)
         .with_for_update(skip_locked=True).execution_options(populate_existing=True)
     ).one_or_none()
-    if schedule is None:
+    if schedule is None or schedule.next_run_at is None:
         db.session.rollback()
         return []
     plan = schedule_rules.plan_due(schedule.cron, schedule.tz, schedule.next_run_at, now, schedule.grace_seconds)
@@ -155,6 +155,8 @@ def _insert_run(schedule_id: int, slot: datetime, now: datetime, **flags: bool) 
 def _make_jobs(schedule: Schedule, slot: datetime, manual: bool) -> list[Job]:
     """The job rows of one run (uncommitted), with relative periods resolved for the slot's day."""
     params = dict(schedule.params or {})
+    owner_id = schedule.owner_id
+    assert owner_id is not None, "schedules without an owner are paused before they fire"
     noun = SCHEDULABLE[schedule.kind][0]
     cadence = schedule_rules.cadence(schedule.cron)
     if manual:
@@ -171,10 +173,10 @@ def _make_jobs(schedule: Schedule, slot: datetime, manual: bool) -> list[Job]:
             label = f"{params['date_from']} to {params['date_to']}"
         title = f"{cadence} {noun} — {label}"
         if schedule.kind == "export_orders":
-            return [submissions.export_orders(schedule.owner_id, params, title, make=jobstate.create)]
-        return submissions.sales_report(schedule.owner_id, params, recipients, title, make=jobstate.create)
+            return [submissions.export_orders(owner_id, params, title, make=jobstate.create)]
+        return submissions.sales_report(owner_id, params, recipients, title, make=jobstate.create)
     label = slot.astimezone(schedule_rules.zone(schedule.tz)).strftime("%Y-%m-%d %H:%M")
-    return [jobstate.create(schedule.kind, schedule.owner_id, params, f"{cadence} {noun} — {label}")]
+    return [jobstate.create(schedule.kind, owner_id, params, f"{cadence} {noun} — {label}")]
 
 
 def _newsletter_job(schedule: Schedule) -> Job:
@@ -184,6 +186,7 @@ def _newsletter_job(schedule: Schedule) -> Job:
         raise ScheduleError("the newsletter was deleted")
     if newsletter.send_job_id is not None:
         raise ScheduleError("the newsletter had already been sent")
+    assert schedule.owner_id is not None, "schedules without an owner are paused before they fire"
     job = jobstate.create("send_newsletter", schedule.owner_id, {"newsletter_id": newsletter.id},
                           f"Newsletter “{newsletter.subject[:120]}” (scheduled)")
     newsletter.send_job_id = job.id

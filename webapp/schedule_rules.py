@@ -120,7 +120,7 @@ def plan_due(cron: str | None, tz_name: str, first_due: datetime, now: datetime,
     slot: datetime | None = first_due
     uncounted = 0
     while slot is not None and slot <= now:
-        if len(due) >= MAX_SCAN:
+        if len(due) >= MAX_SCAN and cron:
             # A very long outage of a frequent schedule: only the grace window can still run.
             uncounted = 1
             due = [s for s in due if now - s <= grace]
@@ -180,6 +180,8 @@ def compose(picked: Picked) -> str:
 def pick(cron: str) -> Picked:
     """The picker's view of ``cron``: daily/weekly/monthly when it is one of those shapes, else "cron"."""
     fields = cron.split()
+    if len(fields) != 5:
+        return Picked("cron")
     minute, hour, day, month, weekday = fields
     if not (minute.isdigit() and hour.isdigit()) or month != "*":
         return Picked("cron")

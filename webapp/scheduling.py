@@ -80,6 +80,7 @@ def resume(schedule_id: int, now: datetime | None = None) -> Schedule | None:
             raise ScheduleError("Its time has passed: schedule it again for a time in the future.")
         schedule.next_run_at = schedule.run_at
     else:
+        assert schedule.cron, "a schedule is either one-shot or has a rule"
         schedule.next_run_at = schedule_rules.next_slot(schedule.cron, schedule.tz, now)
     schedule.paused = False
     schedule.paused_reason = None

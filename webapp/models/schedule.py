@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import DateTime, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.job import JSONType, utcnow
 
 DEFAULT_GRACE_SECONDS = 6 * 3600
 
 
-class Schedule(db.Model):
+class Schedule(Model):
     """A recurring (cron) or one-shot (run_at) job submission, owned by a person."""
 
     __tablename__ = "schedules"
@@ -65,7 +65,7 @@ class Schedule(db.Model):
         return "active"
 
 
-class ScheduleRun(db.Model):
+class ScheduleRun(Model):
     """One slot of a schedule that came due: the job it became, or that it was missed."""
 
     __tablename__ = "schedule_runs"

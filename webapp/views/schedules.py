@@ -71,7 +71,7 @@ class ScheduleForm(Form):
 
     def fill(self, schedule: Schedule) -> None:
         """Show an existing schedule in the form."""
-        picked = schedule_rules.pick(schedule.cron)
+        picked = schedule_rules.pick(schedule.cron or "")
         self.frequency.data, self.cron.data, self.tz.data = picked.frequency, schedule.cron, schedule.tz
         if picked.frequency != "cron":
             self.time.data, self.weekdays.data, self.day.data = picked.time, picked.weekdays or [1], picked.day
@@ -273,10 +273,10 @@ def schedule_helpers() -> dict:
 
     def next_schedule_runs(limit: int = 10) -> list[Schedule]:
         """The active schedules that run next."""
-        return db.session.scalars(
+        return list(db.session.scalars(
             select(Schedule).where(Schedule.paused.is_(False), Schedule.next_run_at.is_not(None))
             .order_by(Schedule.next_run_at).limit(limit)
-        ).all()
+        ))
 
     return {"next_schedule_runs": next_schedule_runs, "pending_newsletter_send": scheduling.pending_newsletter_send,
             "missed_newsletter_send": scheduling.missed_newsletter_send,
