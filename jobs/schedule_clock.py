@@ -34,9 +34,12 @@ class ScheduleClockThread(threading.Thread):
     def run(self) -> None:
         """Sleep until something is due, fire it, repeat."""
         delay = 0.0
+        system_ensured = False
         while not self.stopped.wait(delay):
             try:
                 with self.app.app_context():
+                    if not system_ensured:
+                        system_ensured = schedule_firing.fire_due_if_leader(ensure_system=True) is not None
                     delay = self.tick()
             except Exception:  # noqa: BLE001 - PostgreSQL away: try again shortly
                 log.warning("schedule clock pass failed", exc_info=True)

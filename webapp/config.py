@@ -194,6 +194,9 @@ def load_config(overrides: dict | None = None) -> dict:
         # Off in production whatever the environment says: it shows every message the app sent.
         "DEV_MAILBOX": development and _bool("DEV_MAILBOX", True),
         "HSTS": env == "production",
+        # The nightly retention prune and other schedules every deployment runs (webapp/scheduling.py);
+        # off in the test suite, whose tests count schedules.
+        "SYSTEM_SCHEDULES": _bool("SYSTEM_SCHEDULES", env != "test"),
     }
     config.update(overrides)
     return config

@@ -20,7 +20,7 @@ from flask import current_app
 from sqlalchemy import case, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from webapp import jobstate, queueing, schedule_rules, submissions
+from webapp import jobstate, queueing, schedule_rules, scheduling, submissions
 from webapp.extensions import db
 from webapp.models import Job, Newsletter, Schedule, ScheduleRun
 from webapp.models.job import utcnow
@@ -48,12 +48,18 @@ def seconds_until_due(now: datetime | None = None) -> float | None:
     return (earliest - (now or utcnow())).total_seconds()
 
 
-def fire_due_if_leader(now: datetime | None = None) -> int | None:
-    """Fire every due slot if no other process is firing right now; None when another one is."""
+def fire_due_if_leader(now: datetime | None = None, *, ensure_system: bool = False) -> int | None:
+    """Fire every due slot if no other process is firing right now; None when another one is.
+
+    ``ensure_system`` first creates the system schedules a deployment should never be without
+    (under the same lock, so two workers starting at once create them once).
+    """
     with db.engine.connect() as lock_conn:
         if not lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
             return None
         try:
+            if ensure_system:
+                scheduling.ensure_system_schedules()
             return fire_due(now)
         finally:
             lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})

@@ -9,11 +9,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 
 from webapp import schedule_rules
 from webapp.extensions import db
-from webapp.models import Newsletter, Schedule
+from webapp.models import Newsletter, Schedule, User
 from webapp.models.job import utcnow
 from webapp.schedule_params import SCHEDULABLE, ScheduleError, clean_params
 
@@ -32,6 +33,30 @@ def create_schedule(kind: str, owner_id: int, params: dict[str, Any], cron: str,
     db.session.commit()
     log.info("schedule %s created: %s %s", schedule.id, kind, schedule.cron, extra={"event": "schedule_created"})
     return schedule
+
+
+# What every deployment runs without anyone asking: (kind, cron, time zone, params).
+SYSTEM_SCHEDULES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (("prune_jobs", "30 3 * * *", "UTC", {}),)
+
+
+def ensure_system_schedules() -> list[Schedule]:
+    """Create the system schedules that do not exist yet, owned by the first admin; returns the new ones.
+
+    Nothing happens before an admin exists (a schedule needs an owner) or when
+    SYSTEM_SCHEDULES is off. A system schedule an admin paused stays paused; one an admin
+    deleted comes back at the next worker start (pause it to stop it).
+    """
+    if not current_app.config.get("SYSTEM_SCHEDULES", True):
+        return []
+    admin_id = db.session.scalar(select(User.id).where(User.is_admin.is_(True)).order_by(User.id).limit(1))
+    if admin_id is None:
+        db.session.commit()
+        return []
+    existing = set(db.session.scalars(select(Schedule.kind).where(Schedule.system.is_(True))))
+    created = [create_schedule(kind, admin_id, params, cron, tz)
+               for kind, cron, tz, params in SYSTEM_SCHEDULES if kind not in existing]
+    db.session.commit()
+    return created
 
 
 def change_schedule(schedule: Schedule, params: dict[str, Any], cron: str, tz: str, *,
