@@ -11,6 +11,7 @@ import http.cookiejar
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,25 +25,27 @@ from redis import Redis
 
 from tests.conftest import PASSWORD, ROOT, Browserless, Process, _free_port, wait_for
 from tests.job_rows import row
-from webapp import create_app, redis_client
+from webapp import create_app
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED"
 # Nothing listens here: a REDIS_URL that anything still reading it would fail on.
 DEAD_URL = "redis://127.0.0.1:1/0"
+# Heroku's Redis URLs carry a password: no log, page or terminal line may show it.
+PASSWORD_IN_URL = "tls-test-" + secrets.token_hex(8)
 
 
 @pytest.fixture
 def tls_redis(tmp_path) -> Iterator[str]:
-    """A redis-server that speaks TLS only, with a self-signed certificate made now; yields its rediss:// URL."""
+    """A redis-server as Heroku's: TLS only, a self-signed certificate made now, a password; yields its URL."""
     cert, key = tmp_path / "redis-cert.pem", tmp_path / "redis-key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     port = _free_port()
     server = Process(["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
                       "--tls-key-file", str(key), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
-                      "--dir", str(tmp_path)], tmp_path / "redis-server.log")
-    url = f"rediss://127.0.0.1:{port}/0"
+                      "--requirepass", PASSWORD_IN_URL, "--dir", str(tmp_path)], tmp_path / "redis-server.log")
+    url = f"rediss://:{PASSWORD_IN_URL}@127.0.0.1:{port}/0"
     try:
         wait_for(lambda: _answers(url), 20, message="the TLS-only redis-server")
         yield url
@@ -50,10 +53,15 @@ def tls_redis(tmp_path) -> Iterator[str]:
         server.stop()
 
 
+def _tls_client(url: str) -> Redis:
+    """The test's own client for the TLS server (not the product's factory, which is under test)."""
+    return Redis.from_url(url, ssl_cert_reqs=None, socket_connect_timeout=2, socket_timeout=5)
+
+
 def _answers(url: str) -> bool:
-    """True when Redis at ``url`` answers a PING through the product's own client factory."""
+    """True when the TLS server at ``url`` answers a PING."""
     try:
-        with redis_client.connect(url) as conn:
+        with _tls_client(url) as conn:
             return bool(conn.ping())
     except Exception:  # noqa: BLE001 - not up yet
         return False
@@ -138,10 +146,16 @@ def _get(opener, url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _finishes(app, job_id: str, timeout: float = 90) -> str:
-    """Wait for the job row to reach a terminal status; that status."""
-    return wait_for(lambda: row(app, job_id).status if row(app, job_id).status in TERMINAL else None, timeout,
-                    message=f"job {job_id} to finish")
+def _finishes(app, job_id: str, worker: Process, timeout: float = 90) -> str:
+    """Wait for the job row to reach a terminal status; that status (fails at once if the worker cannot connect)."""
+
+    def finished() -> str | None:
+        if VERIFY_FAILED in worker.output():
+            pytest.fail("the worker refuses the self-signed certificate:\n" + worker.output()[-3000:])
+        status = row(app, job_id).status
+        return status if status in TERMINAL else None
+
+    return wait_for(finished, timeout, message=f"job {job_id} to finish")
 
 
 def _flask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -163,7 +177,8 @@ def test_web_worker_dashboard_cli_and_bootstrap_all_work_on_a_tls_only_redis(app
     bootstrap = subprocess.run([sys.executable, "scripts/bootstrap.py"], cwd=ROOT, env={**test_env, **env},
                                capture_output=True, text=True, timeout=60)
     assert bootstrap.returncode == 0, bootstrap.stdout + bootstrap.stderr
-    assert "redis at rediss://127.0.0.1" in bootstrap.stdout and "answers" in bootstrap.stdout
+    assert "redis at rediss://:***@127.0.0.1" in bootstrap.stdout and "answers" in bootstrap.stdout, bootstrap.stdout
+    assert PASSWORD_IN_URL not in bootstrap.stdout + bootstrap.stderr
 
     base, web = serve(env)
     status, ready = _readyz(base)
@@ -172,7 +187,7 @@ def test_web_worker_dashboard_cli_and_bootstrap_all_work_on_a_tls_only_redis(app
     # An export sent through the form while no worker runs yet: it waits in the TLS Redis.
     alice = _log_in(base, "alice@example.com")
     sent = _export_through_the_form(base, alice)
-    with redis_client.connect(url) as tls:
+    with _tls_client(url) as tls:
         assert tls.llen("rq:queue:default") == 1, "the form handed the job to the TLS Redis"
 
     # An export sent while Redis was unreachable: only the reconciler can hand it over.
@@ -187,18 +202,19 @@ def test_web_worker_dashboard_cli_and_bootstrap_all_work_on_a_tls_only_redis(app
     reconcile = _flask("jobs", "reconcile", env=env)
     assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
     assert "1 handed over" in reconcile.stdout, reconcile.stdout + reconcile.stderr
-    with redis_client.connect(url) as tls:
+    with _tls_client(url) as tls:
         assert tls.llen("rq:queue:default") == 2, "the CLI's reconciler handed the job to the TLS Redis"
 
     worker = start_worker(args=("--name", "tls-worker"), env=env)
-    assert _finishes(app, sent) == "succeeded", worker.output()[-3000:]
-    assert _finishes(app, lost) == "succeeded", worker.output()[-3000:]
+    assert _finishes(app, sent, worker) == "succeeded", worker.output()[-3000:]
+    assert _finishes(app, lost, worker) == "succeeded", worker.output()[-3000:]
     assert "tls-worker serving" in worker.output()
 
     # rq-dashboard, as an admin, through the same gunicorn.
     root = _log_in(base, "root@example.com")
     overview = _get(root, f"{base}/rq/")
     assert overview[0] == 200, overview
+    assert PASSWORD_IN_URL not in overview[1], "rq-dashboard names the instance without its password"
     code, body = _get(root, f"{base}/rq/0/data/queues.json")
     assert code == 200, body
     queues = {queue["name"]: queue["count"] for queue in json.loads(body)["queues"]}
@@ -220,6 +236,7 @@ def test_web_worker_dashboard_cli_and_bootstrap_all_work_on_a_tls_only_redis(app
                          ("reconcile", reconcile.stderr + again.stderr), ("list", listing.stderr)):
         assert VERIFY_FAILED not in output, f"{name}: {output[-3000:]}"
         assert "Redis unreachable" not in output, f"{name}: {output[-3000:]}"
+        assert PASSWORD_IN_URL not in output, f"{name} printed the Redis password"
     with Redis.from_url(test_env["REDIS_URL"]) as plain:
         assert not plain.keys("rq:*"), "nothing went to the plain Redis the test suite uses"
 
@@ -233,6 +250,7 @@ def test_redis_tls_url_wins_when_heroku_sets_both(app, users, tls_redis, serve, 
 
     worker = start_worker(env=env)
     job_id = _export_through_the_form(base, _log_in(base, "alice@example.com"))
-    assert _finishes(app, job_id) == "succeeded", worker.output()[-3000:]
+    assert _finishes(app, job_id, worker) == "succeeded", worker.output()[-3000:]
     for output in (worker.output(), web.output()):
         assert VERIFY_FAILED not in output and "Redis unreachable" not in output, output[-3000:]
+        assert PASSWORD_IN_URL not in output
