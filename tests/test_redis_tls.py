@@ -108,14 +108,17 @@ def _token(page: str) -> str:
     return match.group(1)
 
 
-def _log_in(base: str, email: str):
-    """A cookie-keeping HTTP client logged in through the real login form."""
+def _log_in(base: str, email: str, password: str = PASSWORD):
+    """A cookie-keeping HTTP client logged in through the real login form (None when the login was refused)."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     token = _token(opener.open(f"{base}/login", timeout=30).read().decode())
-    body = urllib.parse.urlencode({"email": email, "password": PASSWORD, "csrf_token": token}).encode()
-    with opener.open(f"{base}/login", body, timeout=30) as response:
-        assert not response.url.endswith("/login"), f"{email} could not log in"
-    return opener
+    body = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": token}).encode()
+    try:
+        with opener.open(f"{base}/login", body, timeout=30) as response:
+            return None if urllib.parse.urlsplit(response.url).path == "/login" else opener
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return None
 
 
 def _export_through_the_form(base: str, opener) -> str:
@@ -184,8 +187,14 @@ def test_web_worker_dashboard_cli_and_bootstrap_all_work_on_a_tls_only_redis(app
     status, ready = _readyz(base)
     assert (status, ready["checks"]) == (200, {"postgres": "ok", "redis": "ok"}), ready
 
+    # A wrong password is counted by the login limiter, in the TLS Redis.
+    assert _log_in(base, "alice@example.com", password="not her password") is None
+    with _tls_client(url) as tls:
+        assert tls.keys("*backhaul-login*"), "the login limiter counts in the TLS Redis"
+
     # An export sent through the form while no worker runs yet: it waits in the TLS Redis.
     alice = _log_in(base, "alice@example.com")
+    assert alice, "alice logs in with her password"
     sent = _export_through_the_form(base, alice)
     with _tls_client(url) as tls:
         assert tls.llen("rq:queue:default") == 1, "the form handed the job to the TLS Redis"
@@ -212,6 +221,7 @@ def test_web_worker_dashboard_cli_and_bootstrap_all_work_on_a_tls_only_redis(app
 
     # rq-dashboard, as an admin, through the same gunicorn.
     root = _log_in(base, "root@example.com")
+    assert root, "the admin logs in"
     overview = _get(root, f"{base}/rq/")
     assert overview[0] == 200, overview
     assert PASSWORD_IN_URL not in overview[1], "rq-dashboard names the instance without its password"
@@ -249,7 +259,9 @@ def test_redis_tls_url_wins_when_heroku_sets_both(app, users, tls_redis, serve, 
     assert (status, ready["checks"]["redis"]) == (200, "ok"), ready
 
     worker = start_worker(env=env)
-    job_id = _export_through_the_form(base, _log_in(base, "alice@example.com"))
+    alice = _log_in(base, "alice@example.com")
+    assert alice, "alice logs in"
+    job_id = _export_through_the_form(base, alice)
     assert _finishes(app, job_id, worker) == "succeeded", worker.output()[-3000:]
     for output in (worker.output(), web.output()):
         assert VERIFY_FAILED not in output and "Redis unreachable" not in output, output[-3000:]
