@@ -70,10 +70,10 @@ def check_redis(url: str) -> str:
         redis_client.connect(url).ping()
     except redis.exceptions.RedisError as exc:
         raise SystemExit(
-            f"Redis is not reachable at {url} ({exc}).\n"
+            f"Redis is not reachable at {redis_client.display(url)} ({exc}).\n"
             "  Start it (redis-server --daemonize yes --port 6379) or set REDIS_URL=redis://host:6379/0"
         ) from None
-    return f"redis at {url} answers"
+    return f"redis at {redis_client.display(url)} answers"
 
 
 def main() -> int:

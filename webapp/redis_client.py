@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import lru_cache
+from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
 
@@ -23,6 +24,16 @@ def url_from_environment() -> str:
         if os.environ.get(name):
             return os.environ[name]
     return DEFAULT_URL
+
+
+def display(url: str) -> str:
+    """``url`` fit for a log or a terminal: the password (Heroku's URLs carry one) masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def client_options(url: str, *, timeout: float | None = 5.0) -> dict:
