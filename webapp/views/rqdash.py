@@ -102,7 +102,7 @@ def speak_json(module) -> None:
 
 def _dashboard_client(url: str, **_ignored):
     """rq-dashboard's ``from_url`` hook: (sentinel, client), the client from our factory."""
-    return None, redis_client.connect(url)
+    return None, redis_client.shared(url)
 
 
 def mount(app: Flask) -> None:
