@@ -16,7 +16,7 @@ from werkzeug.datastructures import FileStorage
 from webapp import queueing, storage
 from webapp.access import visible
 from webapp.extensions import db
-from webapp.image_types import ImageRejected, sniff_image_type
+from webapp.image_types import ACCEPT_ATTRIBUTE, ACCEPTED, ImageRejected, sniff_image_type
 from webapp.models import Photo, StoredFile
 from webapp.views.jobs import STOP_POLLING
 
@@ -61,7 +61,8 @@ def index():
         visible(select(Photo), Photo.owner_id).order_by(Photo.created_at.desc()).limit(GALLERY_PAGE)
     ).all()
     return render_template("photos/index.html", photos=photos, max_mb=current_app.config["PHOTO_MAX_MB"],
-                           max_files=current_app.config["PHOTO_MAX_FILES"])
+                           max_files=current_app.config["PHOTO_MAX_FILES"], accepted_types=ACCEPTED,
+                           accept_attribute=ACCEPT_ATTRIBUTE)
 
 
 @bp.post("/")
