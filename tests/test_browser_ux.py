@@ -1,0 +1,137 @@
+"""The shop owner's view in a real browser at desktop (1280x800) and phone (390x844) size: toasts that
+group, go away and cover no control; a phone menu that reaches every page; failed polls that say so."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser import login, screenshot
+from tests.conftest import PASSWORD
+from tests.test_photos import jpeg_bytes, upload
+
+pytestmark = pytest.mark.browser
+
+DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
+CONTROLS = "a, button, input, select, textarea, label.dropzone"
+
+# The boxes of every visible control outside the toasts that a toast box intersects.
+OVERLAPS_JS = """(selector) => {
+  const toasts = [...document.querySelectorAll('#toasts .toast')].map(t => t.getBoundingClientRect());
+  const hits = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (el.closest('#toasts') || el.closest('dialog:not([open])')) continue;
+    const r = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    if (!r.width || !r.height || style.visibility === 'hidden') continue;
+    if (r.bottom < 0 || r.top > innerHeight) continue;
+    for (const t of toasts) {
+      if (r.left < t.right && r.right > t.left && r.top < t.bottom && r.bottom > t.top) {
+        hits.push((el.innerText || el.getAttribute('aria-label') || el.tagName).trim().slice(0, 40));
+      }
+    }
+  }
+  return hits;
+}"""
+
+
+def browser_tab(chromium, viewport):
+    """A new tab of the given size with its own cookies."""
+    context = chromium.new_context(viewport=viewport)
+    tab = context.new_page()
+    tab.set_default_timeout(20_000)
+    return context, tab
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_four_finished_photos_are_one_toast_that_covers_nothing_and_goes_away(
+        app, users, as_alice, burst_worker, live_server, chromium, viewport):
+    """Four photos finished while the owner was elsewhere: one '4 photos ready' toast, clear of every control;
+    the close button removes it, and on its own it leaves after a few seconds."""
+    upload(as_alice, *[(f"shoe-{n}.jpg", jpeg_bytes((600, 400))) for n in range(4)])
+    burst_worker("cpu")
+    context, page = browser_tab(chromium, viewport)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/exports/new")
+    toast = page.locator("#toasts .toast")
+    toast.first.wait_for(timeout=15_000)
+    assert toast.count() == 1
+    assert toast.inner_text().startswith("4 photos ready")
+    assert page.evaluate(OVERLAPS_JS, CONTROLS) == []
+    screenshot(page, f"toast-{'phone' if viewport is PHONE else 'desktop'}")
+    box = page.locator("#toasts .toast-close").bounding_box()
+    assert box["width"] >= 44 and box["height"] >= 44
+    if viewport is PHONE:
+        page.locator("#toasts .toast-close").click()
+        page.wait_for_function("document.querySelectorAll('#toasts .toast').length === 0", timeout=2_000)
+    else:
+        page.wait_for_function("document.querySelectorAll('#toasts .toast').length === 0", timeout=12_000)
+    context.close()
+
+
+def test_a_job_already_on_screen_gets_no_toast(app, users, live_server, start_worker, chromium):
+    """The export page shows its own result; no 'is ready' toast appears on top of it."""
+    start_worker()
+    context, page = browser_tab(chromium, DESKTOP)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/exports/new")
+    page.locator("main form button[type=submit]").click()
+    page.get_by_role("link", name="Download").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(6_000)  # more than one announcement poll
+    assert page.locator("#toasts .toast").count() == 0
+    context.close()
+
+
+def test_the_phone_menu_reaches_every_page_with_big_tap_targets(app, users, live_server, chromium):
+    """At 390x844 the header is one compact row; Menu opens every section and Log out, each >= 44 px tall."""
+    context, page = browser_tab(chromium, PHONE)
+    login(page, live_server, "root@example.com", PASSWORD)
+    header = page.locator("header.topbar").bounding_box()
+    assert header["height"] <= 64
+    nav = page.locator("#site-menu")
+    assert not nav.is_visible()
+    page.get_by_role("button", name="Menu").click()
+    labels = ["Jobs", "Exports", "Photos", "Reports", "Newsletters", "Operations", "Queues"]
+    for label in labels:
+        link = nav.get_by_role("link", name=label, exact=True)
+        box = link.bounding_box()
+        assert link.is_visible() and box["height"] >= 44 and box["y"] + box["height"] <= 844, label
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, label
+    logout = nav.get_by_role("button", name="Log out")
+    assert logout.is_visible() and logout.bounding_box()["height"] >= 44
+    nav.get_by_role("link", name="Newsletters", exact=True).click()
+    page.wait_for_url(f"{live_server}/newsletters/")
+    assert not page.locator("#site-menu").is_visible(), "a new page starts with the menu closed"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing scrolls sideways"
+    context.close()
+
+
+def test_a_failing_poll_says_so_and_polling_carries_on(app, users, live_server, chromium):
+    """While the server answers 503 the page says it is still trying; the message goes with the outage."""
+    context, page = browser_tab(chromium, DESKTOP)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    seen = []
+
+    def outage(route):
+        seen.append(route.request.url)
+        route.fulfill(status=503, body="<div class='error-box'><p>Down for a moment</p></div>")
+
+    page.route("**/jobs/announcements*", outage)
+    page.goto(f"{live_server}/exports/new")
+    page.get_by_text("still trying").wait_for(timeout=15_000)
+    page.unroute("**/jobs/announcements*")
+    page.wait_for_function("!document.body.innerText.includes('still trying')", timeout=15_000)
+    assert len(seen) >= 1
+    context.close()
+
+
+def test_a_failed_action_shows_the_servers_message(app, users, live_server, chromium):
+    """A button whose request is refused shows the error text from our error fragment, not nothing."""
+    context, page = browser_tab(chromium, DESKTOP)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/exports/new")
+    page.evaluate("""() => htmx.ajax('POST', '/jobs/00000000-0000-0000-0000-000000000000/cancel',
+                                     {target: 'main', swap: 'beforeend'})""")
+    toast = page.locator("#toasts .toast-error")
+    toast.wait_for(timeout=10_000)
+    assert "No such job" in toast.inner_text() or "not found" in toast.inner_text().lower()
+    context.close()
