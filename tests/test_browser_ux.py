@@ -135,3 +135,64 @@ def test_a_failed_action_shows_the_servers_message(app, users, live_server, chro
     toast.wait_for(timeout=10_000)
     assert "No such job" in toast.inner_text() or "not found" in toast.inner_text().lower()
     context.close()
+
+
+DROP_JS = """async ([names, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  for (const name of names) transfer.items.add(new File([bytes], name, {type: 'image/jpeg'}));
+  const zone = document.querySelector('[data-dropzone]');
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: transfer}));
+  }
+}"""
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_photos_dropped_on_the_zone_upload_with_a_progress_bar_each(app, users, live_server, chromium, viewport):
+    """Three photos dropped at once are listed, go up one request each with a progress bar while the button is
+    disabled, and appear as cards; the drop zone fits inside its card."""
+    import base64
+    import time
+
+    context, page = browser_tab(chromium, viewport)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/photos/")
+    zone, card = page.locator("[data-dropzone]").bounding_box(), page.locator(".card").first.bounding_box()
+    assert zone["x"] >= card["x"] and zone["x"] + zone["width"] <= card["x"] + card["width"]
+
+    def slow_upload(route):
+        time.sleep(0.7)  # long enough to see the page mid-upload
+        route.continue_()
+
+    page.route("**/photos/", lambda route: slow_upload(route) if route.request.method == "POST" else route.continue_())
+    names = ["red shoe.jpg", "blue bag.jpg", "green hat.jpg"]
+    page.evaluate(DROP_JS, [names, base64.b64encode(jpeg_bytes((900, 600))).decode()])
+    assert page.locator(".upload-item .upload-name").all_inner_texts() == names
+    assert page.locator(".upload-item progress").count() == 3
+    page.get_by_role("button", name="Upload").click()
+    busy = page.get_by_role("button", name="Uploading…")
+    busy.wait_for()
+    assert busy.is_disabled()
+    page.get_by_text("3 of 3 uploaded").wait_for(timeout=30_000)
+    assert page.locator(".upload-done").count() == 3
+    assert page.eval_on_selector_all(".upload-item progress", "bars => bars.map(b => b.value)") == [100, 100, 100]
+    page.wait_for_function("document.querySelectorAll('.photo-card').length === 3")
+    assert page.get_by_role("button", name="Upload").is_enabled()
+    assert page.url == f"{live_server}/photos/", "the dropped files never opened in the browser"
+    screenshot(page, f"photos-uploaded-{'phone' if viewport is PHONE else 'desktop'}")
+    context.close()
+
+
+def test_a_dropped_photoshop_file_is_refused_by_name_in_its_row(app, users, live_server, chromium):
+    """A PSD dropped with a JPEG: the JPEG goes up, the PSD's row says why it was refused."""
+    import base64
+
+    context, page = browser_tab(chromium, DESKTOP)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/photos/")
+    page.evaluate(DROP_JS, [["mockup.psd"], base64.b64encode(b"8BPS\x00\x01" + b"\x00" * 200).decode()])
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("0 of 1 uploaded").wait_for(timeout=20_000)
+    assert "PSD files are not supported — export as JPEG or PNG" in page.locator(".upload-failed").inner_text()
+    context.close()
