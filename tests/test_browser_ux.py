@@ -196,3 +196,91 @@ def test_a_dropped_photoshop_file_is_refused_by_name_in_its_row(app, users, live
     page.get_by_text("0 of 1 uploaded").wait_for(timeout=20_000)
     assert "PSD files are not supported — export as JPEG or PNG" in page.locator(".upload-failed").inner_text()
     context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_a_draft_is_edited_previewed_with_a_real_name_tested_and_deleted(
+        app, users, live_server, start_worker, chromium, mailbox, viewport):
+    """Fix a typo in a draft, see the preview greet a real subscriber, send a test without leaving the page,
+    then delete the draft after confirming."""
+    from tests.test_newsletters import add_subscribers
+
+    add_subscribers(app, 3, {1: "Maria"})
+    start_worker("fast")
+    context, page = browser_tab(chromium, viewport)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/newsletters/new")
+    page.get_by_label("Subject").fill("Sprng sale")
+    page.get_by_role("button", name="Save and preview").click()
+    draft_url = page.url
+    assert "Hello Maria," in page.locator(".newsletter-preview").inner_text()
+    assert "{{ name }}" not in page.locator(".newsletter-preview").inner_text()
+    page.get_by_role("link", name="Edit draft").click()
+    assert page.get_by_label("Subject").input_value() == "Sprng sale"
+    page.get_by_label("Subject").fill("Spring sale")
+    page.get_by_role("button", name="Save draft").click()
+    page.wait_for_url(draft_url)
+    assert page.locator("h1").inner_text() == "Spring sale"
+    page.get_by_role("button", name="Send a test to me").click()
+    page.get_by_text("Test sent to alice@example.com").wait_for(timeout=30_000)
+    assert page.url.startswith(draft_url), "the test is reported on the newsletter page"
+    assert [m["Subject"] for m in mailbox.messages] == ["[TEST] Spring sale"]
+    page.get_by_role("button", name="Delete draft").click()
+    dialog = page.get_by_role("dialog")
+    assert "Delete the draft “Spring sale”?" in dialog.inner_text()
+    dialog.get_by_role("button", name="Delete").click()
+    page.wait_for_url(f"{live_server}/newsletters/")
+    assert "Draft “Spring sale” deleted." in page.content()
+    assert page.get_by_role("link", name="Spring sale").count() == 0
+    context.close()
+
+
+def test_unsubscribing_someone_by_hand_asks_first(app, users, live_server, chromium):
+    """Cancel in the dialog keeps the subscriber; confirming unsubscribes them."""
+    from tests.test_newsletters import add_subscribers
+
+    add_subscribers(app, 1)
+    context, page = browser_tab(chromium, DESKTOP)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/subscribers/")
+    page.get_by_role("button", name="Unsubscribe").click()
+    dialog = page.get_by_role("dialog")
+    assert "Unsubscribe sub1@example.com?" in dialog.inner_text()
+    dialog.get_by_role("button", name="Cancel").click()
+    assert page.locator("td", has_text="unsubscribed").count() == 0
+    page.get_by_role("button", name="Unsubscribe").click()
+    page.get_by_role("dialog").get_by_role("button", name="Unsubscribe").click()
+    page.locator("td", has_text="unsubscribed").first.wait_for()
+    context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_report_page_shows_revenue_as_paid_and_shipped_orders(app, users, live_server, start_worker, chromium,
+                                                                 viewport):
+    """After building a report, its page shows revenue (paid + shipped, in EUR) and cancelled and refunded apart,
+    each equal to the SQL sums."""
+    from sqlalchemy import text as sql
+
+    from tests.factories import seed_many_orders
+    from webapp.extensions import db
+
+    seed_many_orders(app, 800)
+    with app.app_context():
+        sums = dict(db.session.execute(sql("SELECT status, sum(total) FROM orders GROUP BY status")).all())
+    start_worker()
+    context, page = browser_tab(chromium, viewport)
+    login(page, live_server, "alice@example.com", PASSWORD)
+    page.goto(f"{live_server}/reports/new")
+    from datetime import date, timedelta
+    page.get_by_label("From", exact=True).fill((date.today() - timedelta(days=60)).isoformat())
+    page.get_by_label("To", exact=True).fill((date.today() + timedelta(days=1)).isoformat())
+    page.get_by_role("button", name="Build report").click()
+    figures = page.locator(".report-figures")
+    figures.wait_for(timeout=60_000)
+    revenue = sums["paid"] + sums["shipped"]
+    assert f"{revenue:,.2f} EUR" in page.locator("[data-figure=revenue]").inner_text()
+    assert "paid and shipped" in page.locator("[data-figure=revenue]").inner_text()
+    for status in ("cancelled", "refunded", "pending"):
+        assert f"{sums[status]:,.2f} EUR" in page.locator(f"[data-figure={status}]").inner_text(), status
+    screenshot(page, f"report-figures-{'phone' if viewport is PHONE else 'desktop'}")
+    context.close()
