@@ -284,3 +284,50 @@ def test_the_report_page_shows_revenue_as_paid_and_shipped_orders(app, users, li
         assert f"{sums[status]:,.2f} EUR" in page.locator(f"[data-figure={status}]").inner_text(), status
     screenshot(page, f"report-figures-{'phone' if viewport is PHONE else 'desktop'}")
     context.close()
+
+
+def test_operations_queue_links_open_rq_dashboards_queue_view(app, users, live_server, chromium):
+    """Each queue link on the Operations page opens rq-dashboard 0.9's queue page (not a 404)."""
+    context, page = browser_tab(chromium, DESKTOP)
+    login(page, live_server, "root@example.com", PASSWORD)
+    page.goto(f"{live_server}/ops/")
+    links = page.locator("#ops-panel .stat a")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    assert hrefs == [f"/rq/0/view/jobs/{q}/queued/20/asc/1" for q in ("fast", "default", "cpu")]
+    for href in hrefs:
+        assert page.request.get(f"{live_server}{href}").status == 200, href
+    context.close()
+
+
+@pytest.mark.parametrize(("seconds", "said"), [(7, "7 s"), (600, "10 min"), (3597, "59 min"), (3600, "1 h 0 min"),
+                                               (5400, "1 h 30 min"), (200_000, "2 d 7 h")])
+def test_waiting_times_are_said_in_hours_and_minutes(seconds, said):
+    """The Operations page says 'oldest waiting 1 h 0 min', not '3600 s'."""
+    from webapp.views.ops import human_age
+
+    assert human_age(seconds) == said
+
+
+def test_the_job_json_gives_a_download_url_for_its_file(app, as_alice, burst_worker):
+    """GET /jobs/<id> with Accept: application/json names the file by a URL a script can fetch."""
+    from tests.test_exports import submit_export
+
+    job_id = submit_export(as_alice)
+    burst_worker()
+    row = as_alice.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).get_json()
+    from urllib.parse import urlsplit
+
+    url = urlsplit(row["download_url"])
+    assert url.scheme in ("http", "https") and url.path == f"/files/{row['result']['file_id']}"
+    assert row["downloads"] == {"file": row["download_url"]}
+    assert as_alice.get(url.path).status_code == 200
+
+
+def test_every_page_has_a_favicon_and_a_skip_link(app, users, as_alice):
+    """The icon the pages link to exists (no 404 on every page) and a skip link leads to the content."""
+    page = as_alice.get("/jobs/").get_data(as_text=True)
+    icon = as_alice.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.get_data().startswith(b"<svg")
+    icon.close()
+    assert 'href="/static/favicon.svg"' in page
+    assert '<a class="skip-link" href="#main">Skip to content</a>' in page and 'id="main"' in page
