@@ -170,12 +170,12 @@
   });
 })();
 
-// -- time to result: a job page asks every 250 ms during the job's first seconds ----------------
+// -- time to result: a job page asks every 150 ms during the job's first 2 seconds --------------
 // (its hx-trigger "every 1s" poll keeps running; the server sets data-fast-poll-ms only while the job
 // is that young, so a page left open later costs exactly what it did.)
 (function () {
   "use strict";
-  var FAST_MS = 250;
+  var FAST_MS = 150;
 
   function fastStart(root) {
     var el = (root || document).querySelector ? (root || document).querySelector("[data-fast-poll-ms]") : null;

@@ -24,7 +24,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 PAGE_SIZE = 50
 # htmx stops polling when the answer has this status code.
 STOP_POLLING = 286
-# A job page polls every second; for a job's first seconds static/js/app.js also asks every 250 ms,
+# A job page polls every second; for a job's first 2 s static/js/app.js also asks every 150 ms,
 # so a half-second export shows its link at once while a page left open costs no more than before.
 FAST_POLL_SECONDS = 2.0
 
