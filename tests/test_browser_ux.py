@@ -370,3 +370,26 @@ def test_a_short_job_shows_its_result_at_once_and_a_long_one_polls_once_a_second
     print(f"status polls during 5 s of a running job, after its first 3 s: {len(polls)}")
     assert 3 <= len(polls) <= 7, polls
     context.close()
+
+
+def test_cancelling_a_running_job_asks_in_the_same_dialog(app, users, live_server, start_worker, chromium):
+    """Cancel asks 'Stop this job?'; 'Keep it running' keeps it, 'Stop the job' cancels it."""
+    start_worker("fast")
+    context, page = browser_tab(chromium, DESKTOP)
+    login(page, live_server, "root@example.com", PASSWORD)
+    page.goto(f"{live_server}/ops/")
+    page.get_by_label("Seconds of work").fill("30")
+    page.get_by_role("button", name="Run self-test").click()
+    page.locator("[data-status=running]").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Cancel").click()
+    dialog = page.get_by_role("dialog")
+    assert "Stop this job?" in dialog.inner_text()
+    page.wait_for_timeout(2_500)  # polls would have replaced the page under the question by now
+    dialog.get_by_role("button", name="Keep it running").click()
+    page.wait_for_timeout(1_500)
+    assert page.locator("[data-status=running]").count() == 1
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_timeout(2_500)
+    page.get_by_role("dialog").get_by_role("button", name="Stop the job").click()
+    page.locator("[data-status=cancelled]").wait_for(timeout=30_000)
+    context.close()

@@ -31,27 +31,48 @@
     if (event.key === "Escape") setMenu(false);
   });
 
-  // -- confirmations: <form data-confirm="Delete this photo?"> asks in a <dialog> first ----------
-  document.addEventListener("submit", function (event) {
-    var form = event.target;
-    if (!form.matches || !form.matches("form[data-confirm]") || form.dataset.confirmed === "yes") return;
+  // -- confirmations: <form data-confirm="Delete this photo?"> and htmx's hx-confirm ask in a <dialog> --
+  function ask(source, question, onYes) {
     var dialog = document.getElementById("confirm-dialog");
-    if (!dialog || typeof dialog.showModal !== "function") return; // no <dialog>: submit as is
-    event.preventDefault();
-    var submitter = event.submitter || null;
-    dialog.querySelector("#confirm-text").textContent = form.dataset.confirm;
+    if (!dialog || typeof dialog.showModal !== "function") return false; // no <dialog>: the caller decides
+    dialog.querySelector("#confirm-text").textContent = question;
     var ok = dialog.querySelector("[data-confirm-ok]");
-    ok.textContent = form.dataset.confirmButton || "OK";
-    ok.classList.toggle("btn-danger-solid", form.dataset.confirmTone === "danger");
+    var no = dialog.querySelector("button[value=cancel]");
+    ok.textContent = source.dataset.confirmButton || "OK";
+    no.textContent = source.dataset.confirmDismiss || "Cancel";
+    ok.classList.toggle("btn-danger-solid", source.dataset.confirmTone === "danger");
     dialog.returnValue = "";
     dialog.addEventListener("close", function onClose() {
       dialog.removeEventListener("close", onClose);
-      if (dialog.returnValue !== "ok") return;
-      form.dataset.confirmed = "yes";
-      if (form.requestSubmit) form.requestSubmit(submitter); else form.submit();
+      if (dialog.returnValue === "ok") onYes();
     });
     dialog.showModal();
+    return true;
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.matches || !form.matches("form[data-confirm]") || form.dataset.confirmed === "yes") return;
+    var submitter = event.submitter || null;
+    if (ask(form, form.dataset.confirm, function () {
+      form.dataset.confirmed = "yes";
+      if (form.requestSubmit) form.requestSubmit(submitter); else form.submit();
+    })) event.preventDefault();
   }, true);
+
+  // While a question is open, polls do not replace the page under it (the button asked about must still
+  // be there when the answer is "yes").
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var dialog = document.getElementById("confirm-dialog");
+    var verb = (event.detail.requestConfig && event.detail.requestConfig.verb) || "get";
+    if (dialog && dialog.open && verb === "get") event.preventDefault();
+  });
+
+  document.addEventListener("htmx:confirm", function (event) {
+    var question = event.detail.question;
+    if (!question) return;
+    if (ask(event.detail.elt, question, function () { event.detail.issueRequest(true); })) event.preventDefault();
+  });
 
   // -- toasts -----------------------------------------------------------------------------------
   function dismiss(toast) {
