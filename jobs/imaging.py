@@ -11,8 +11,10 @@ sniffs the first bytes of an upload (``sniff_image_type``, which lives in
   pixels ever exists; the largest variant is made first, each smaller one from it;
 - EXIF orientation is applied, colour profiles are converted to sRGB, and no
   metadata (EXIF, GPS, XMP, profile) is written to any variant;
-- CMYK, Lab, 16-bit, palette, grey and transparent images come out right (alpha
-  kept in WebP, flattened on white in JPEG); animations give their first frame;
+- CMYK, Lab, 16- and 32-bit, palette, grey and transparent images come out right
+  (alpha kept in WebP, flattened on white in JPEG); animations give their first frame;
+- HEIC (iPhones, through pillow-heif), AVIF (Pillow's own plugin) and BigTIFF are read;
+  a file that is damaged is told apart from one saved with options Pillow cannot read;
 - each file is written under a temporary name and renamed when complete, and a
   failure removes every file this call created.
 """
@@ -33,16 +35,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
-from webapp.image_types import ImageRejected, sniff_image_type
+from webapp.image_types import EXPORT_HINT, ImageRejected, sniff_image_type
 
 __all__ = ["ImageRejected", "make_variants", "sniff_image_type"]
 
 log = logging.getLogger(__name__)
 
+# HEIC decoding comes from pillow-heif; thumbnails stay off so the main picture is what is read.
+register_heif_opener(thumbnails=False)
+
 # The Pillow plugins allowed to parse each sniffed type: nothing else (EPS, PSD, ...) ever runs.
-PILLOW_FORMATS = {"jpeg": ["JPEG", "MPO"], "png": ["PNG"], "gif": ["GIF"], "webp": ["WEBP"],
-                  "tiff": ["TIFF"], "bmp": ["BMP"]}
+# (JPEG's opener also returns multi-picture MPO files; "MPO" has no opener of its own.)
+PILLOW_FORMATS = {"jpeg": ["JPEG"], "png": ["PNG"], "gif": ["GIF"], "webp": ["WEBP"],
+                  "tiff": ["TIFF"], "bmp": ["BMP"],
+                  "heic": ["HEIF", "AVIF"], "avif": ["AVIF", "HEIF"]}
+TYPE_NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "tiff": "TIFF", "bmp": "BMP",
+              "heic": "HEIC", "avif": "AVIF"}
 FILE_TYPES = (("jpeg", "jpg"), ("webp", "webp"))
 JPEG_QUALITY = 85
 # WebP encoding is most of the time budget (48 MP photo -> 3 sizes x 2 formats in < 0.6 s). Measured on
@@ -61,7 +71,15 @@ SRGB = ImageCms.createProfile("sRGB")
 LAB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
 VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 # What Pillow raises on malformed files, beyond OSError ("image file is truncated", "broken data stream").
-CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, ZeroDivisionError)
+CORRUPT = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, ZeroDivisionError,
+           TypeError, AttributeError, NotImplementedError)
+# Words in Pillow's messages that mean "the data stops or is broken", as opposed to "a feature it lacks".
+DAMAGED_WORDS = ("truncat", "broken data", "premature end", "incomplete", "not enough data", "end of file",
+                 "ran out of data", "corrupt", "checksum", "crc", "bad huffman", "invalid")
+# ... and words that mean the file is fine but uses something Pillow cannot decode.
+UNSUPPORTED_WORDS = ("not available", "unsupported", "not supported", "unknown", "cannot handle",
+                     "not implemented", "no decoder", "mode not")
+TIFF_BITS_PER_SAMPLE, TIFF_SAMPLE_FORMAT = 258, 339
 
 
 def make_variants(src_path: str | Path, out_dir: str | Path, sizes: dict[str, int], *,
@@ -139,7 +157,7 @@ def _decode(src: Path, largest: int, max_pixels: int) -> tuple[Image.Image, dict
                     opened.draft(None, target)
                 opened.load()
                 orientation = _orientation(opened)
-                image = _expanded(opened)
+                image = _expanded(opened, _bits_per_sample(opened))
                 if image is not opened:
                     opened.close()  # release the full-size decode before allocating anything else
                 elif image.mode == "LAB":
@@ -153,8 +171,7 @@ def _decode(src: Path, largest: int, max_pixels: int) -> tuple[Image.Image, dict
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"image too large to process (limit {max_pixels / 1_000_000:g} MP)") from exc
     except (UnidentifiedImageError, *CORRUPT) as exc:
-        log.warning("rejected %s as corrupt: %r", kind, exc)
-        raise ImageRejected("truncated or corrupt image") from exc
+        raise _unreadable(kind, exc) from exc
     # Colour conversion on the variant-sized image, not the (bigger) decoded one.
     image = _to_srgb(image, icc)
     image.info.clear()  # EXIF, GPS, XMP, comments: none of it may reach a variant
@@ -172,6 +189,8 @@ def _pillow_limits(max_pixels: int | None) -> Iterator[None]:
     Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
     try:
         with warnings.catch_warnings():
+            # Pillow warns about odd metadata in files it still reads ("Corrupt EXIF data"): not our business.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     finally:
@@ -188,19 +207,67 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
-def _expanded(image: Image.Image) -> Image.Image:
-    """Full-size conversions that must come before pixels are averaged: palette, 16-bit, bilevel, alpha."""
+def _unreadable(kind: str, exc: BaseException) -> ImageRejected:
+    """The refusal for a file Pillow failed on: damaged data, or a valid file using what Pillow lacks."""
+    name, text = TYPE_NAMES.get(kind, kind.upper()), str(exc).lower()
+    if not isinstance(exc, UnidentifiedImageError) and (
+            isinstance(exc, EOFError) or any(word in text for word in DAMAGED_WORDS)):
+        log.warning("rejected %s as corrupt: %r", kind, exc)
+        return ImageRejected("truncated or corrupt image")
+    log.warning("rejected %s as unreadable: %r", kind, exc)
+    if any(word in text for word in UNSUPPORTED_WORDS):
+        return ImageRejected(f"this {name} file uses a compression or colour format we cannot read — {EXPORT_HINT}")
+    return ImageRejected(f"this {name} file could not be read: it may be damaged, or saved with options "
+                         f"we cannot read — {EXPORT_HINT}")
+
+
+def _bits_per_sample(image: Image.Image) -> int | None:
+    """Bits per grey sample a TIFF declares (16, 32, ...); None when the file does not say."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return None
+    bits = tags.get(TIFF_BITS_PER_SAMPLE)
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    return bits if isinstance(bits, int) and bits > 8 else None
+
+
+def _expanded(image: Image.Image, bits: int | None = None) -> Image.Image:
+    """Full-size conversions that must come before pixels are averaged: palette, deep grey, bilevel, alpha."""
     mode = image.mode
     if mode in ("P", "PA"):
         return image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
     if mode == "1":
         return image.convert("L")
-    if mode.startswith("I;16"):
-        # Keep the top 8 of 16 bits (Pillow's own convert("L") clips everything above 255 to white).
-        return (image if mode == "I;16" else image.convert("I")).point(lambda value: value / 256, "L")
+    if mode == "I" or mode.startswith(("I;16", "I;32")):
+        return _grey_to_8_bit(image, bits)
+    if mode == "F":
+        return _float_to_8_bit(image)
     if mode == "LA" or (mode in ("L", "RGB") and "transparency" in image.info):
         return image.convert("RGBA")  # Pillow premultiplies RGBA when it reduces and resizes: no dark fringes
     return image
+
+
+def _grey_to_8_bit(image: Image.Image, bits: int | None) -> Image.Image:
+    """16- or 32-bit grey scaled to 8 bits by its declared depth (Pillow's convert("L") clips at 255)."""
+    signed = getattr(image, "tag_v2", {}).get(TIFF_SAMPLE_FORMAT) in (2, (2,))
+    # Pillow's "I" is 32-bit signed: I;16 of every byte order widens to it exactly.
+    wide = image if image.mode == "I" else image.convert("I")
+    if bits is None or bits > 16:
+        # 32-bit containers mostly hold 16-bit data (scientific cameras, PGM conversions): judge by the values.
+        bits = 16 if image.mode.startswith("I;16") or wide.getextrema()[1] <= 0xFFFF else (bits or 32)
+    # Signed samples keep their sign bit unused in practice: 0 stays black, the largest positive is white.
+    scale = 1 / 2 ** (bits - (9 if signed and bits > 16 else 8))
+    # point() on "I" is one linear map computed in floating point: scaled once, then clipped into 0-255.
+    return wide.point(lambda value: value * scale).convert("L")
+
+
+def _float_to_8_bit(image: Image.Image) -> Image.Image:
+    """32-bit float grey to 8 bits: 0-1 data as is, anything else stretched from its darkest to lightest."""
+    low, high = image.getextrema()
+    if low >= 0 and high <= 1:
+        return image.point(lambda value: value * 255).convert("L")
+    span = (high - low) or 1
+    return image.point(lambda value: (value - low) * 255 / span).convert("L")
 
 
 def _shrunk(image: Image.Image, largest: int) -> Image.Image:
@@ -208,10 +275,8 @@ def _shrunk(image: Image.Image, largest: int) -> Image.Image:
     factor = max(image.size) // (2 * largest)
     if factor >= 2:
         image = image.reduce(factor)
-    if image.mode == "I":
-        return image.point(lambda value: value / 256, "L")
     if image.mode not in ("RGB", "RGBA", "L", "CMYK"):
-        return image.convert("L" if image.mode == "F" else "RGB")  # F, YCbCr, RGBX, HSV
+        return image.convert("RGB")  # YCbCr, RGBX, HSV, ...
     return image
 
 

@@ -33,6 +33,9 @@ PROGRESS_EVERY = 500
 # (heading, width mm, align)
 COLUMNS = (("Order", 20, "R"), ("Date", 22, "L"), ("Customer", 84, "L"), ("Status", 22, "L"),
            ("Items", 12, "R"), ("Total", 26, "R"))
+# What each status line on the cover means, in the shop owner's words.
+STATUS_NOTES = {"paid": "in revenue", "shipped": "in revenue", "pending": "not paid yet, not in revenue",
+                "cancelled": "not in revenue", "refunded": "money returned, not in revenue"}
 
 
 def money(value: Decimal | float | int) -> str:
@@ -48,6 +51,7 @@ class ReportPDF(FPDF):
         self.generated = generated_at.strftime("%Y-%m-%d %H:%M UTC")
         self.report_title = title
         self.in_detail = False
+        self.currency = ""
         self.set_margins(12, 14, 12)
         self.set_auto_page_break(False)
         self.add_font(FONT, "", str(FONT_DIR / "DejaVuSansCondensed.ttf"))
@@ -83,6 +87,7 @@ class ReportPDF(FPDF):
         x = 12.0
         baseline = self.get_y() + 4.1
         for heading, width, align in COLUMNS:
+            heading = f"{heading} ({self.currency})" if heading == "Total" and self.currency else heading
             tx = x + 1.2 if align == "L" else x + width - 1.2 - self.get_string_width(heading)
             self.text(tx, baseline, heading)
             x += width
@@ -169,23 +174,47 @@ def _cover(pdf: ReportPDF, title: str, period: str, totals: dict, series: list[t
     pdf.set_font(FONT, size=11)
     pdf.text(12, 39, pdf.fit(pdf.clean(period), 186))
     pdf.text(12, 46, f"Generated {pdf.generated}")
-    tiles = (("Orders", f"{totals['orders']:,}"), ("Revenue", money(totals["revenue"])),
-             ("Average order", money(totals["average"])))
+    currency = pdf.clean(totals.get("currency", ""))
+    tiles = (("Revenue (paid + shipped)", f"{money(totals['revenue'])} {currency}"),
+             ("Paid + shipped orders", f"{totals['revenue_orders']:,} of {totals['orders']:,}"),
+             ("Average paid order", f"{money(totals['average'])} {currency}"))
     for i, (label, value) in enumerate(tiles):
         x = 12 + i * 63
         pdf.set_fill_color(244, 246, 250)
         pdf.rect(x, 54, 60, 24, style="F")
         pdf.set_font(FONT, size=9)
         pdf.text(x + 4, 61, label)
-        pdf.set_font(FONT, "B", 16)
-        pdf.text(x + 4, 72, value)
-    _chart(pdf, series, top=92, height=90)
+        pdf.set_font(FONT, "B", 14)
+        pdf.text(x + 4, 72, pdf.fit(value, 53))
+    _breakdown(pdf, totals, currency, top=88)
+    _chart(pdf, series, top=136, height=56)
+
+
+def _breakdown(pdf: ReportPDF, totals: dict, currency: str, top: float) -> None:
+    """Orders and amounts per status, saying which are in revenue, and how revenue is defined."""
+    pdf.set_font(FONT, "B", 8.5)
+    y = top
+    for text, x, align in (("Status", 12, "L"), ("Orders", 70, "R"), (f"Amount ({currency})", 112, "R"),
+                           ("In the figures above", 118, "L")):
+        pdf.text(x - (pdf.get_string_width(text) if align == "R" else 0), y, text)
+    pdf.set_font(FONT, size=8.5)
+    for status, orders, amount in totals.get("by_status", []):
+        y += 4.6
+        pdf.text(12, y, pdf.clean(status).capitalize()[:16])
+        pdf.text(70 - pdf.get_string_width(f"{orders:,}"), y, f"{orders:,}")
+        pdf.text(112 - pdf.get_string_width(money(amount)), y, money(amount))
+        pdf.text(118, y, STATUS_NOTES.get(status, "not in revenue"))
+    pdf.set_font(FONT, size=7.5)
+    pdf.set_text_color(90)
+    pdf.text(12, y + 6, "Revenue is the sum of paid and shipped orders, in " + currency
+             + ". Pending, cancelled and refunded orders are listed here but never counted in it.")
+    pdf.set_text_color(0)
 
 
 def _chart(pdf: ReportPDF, series: list[tuple[str, Decimal]], top: float, height: float) -> None:
     """Revenue per period as bars, with a scale and a readable number of labels."""
     pdf.set_font(FONT, "B", 11)
-    pdf.text(12, top - 4, "Revenue per " + ("day" if series and len(series[0][0]) == 10 else "month"))
+    pdf.text(12, top - 4, "Revenue (paid + shipped) per " + ("day" if series and len(series[0][0]) == 10 else "month"))
     left, width = 26.0, 172.0
     if not series:
         pdf.set_font(FONT, size=10)
@@ -210,24 +239,27 @@ def _chart(pdf: ReportPDF, series: list[tuple[str, Decimal]], top: float, height
             pdf.text(left + i * bar, top + height + 4, label[5:] if len(label) == 10 else label)
 
 
-def _monthly(pdf: ReportPDF, monthly: list[tuple[str, int, Decimal]]) -> None:
-    """The summary table, one row per month."""
+def _monthly(pdf: ReportPDF, monthly: list[tuple[str, int, Decimal, Decimal]], currency: str) -> None:
+    """The summary table, one row per month: all orders, revenue, and cancelled + refunded apart."""
     pdf.set_font(FONT, "B", 11)
-    y = 205
+    y = 208
     pdf.text(12, y, "Monthly summary")
     y += 6
     pdf.set_font(FONT, "B", 8.5)
-    for text, x in (("Month", 12), ("Orders", 70), ("Revenue", 120)):
-        pdf.text(x, y, text)
+    heads = (("Month", 12, "L"), ("All orders", 75, "R"), (f"Revenue ({currency})", 130, "R"),
+             (f"Cancelled + refunded ({currency})", 196, "R"))
+    for text, x, align in heads:
+        pdf.text(x - (pdf.get_string_width(text) if align == "R" else 0), y, text)
     pdf.set_font(FONT, size=8.5)
-    for month, orders, revenue in monthly:
+    for month, orders, revenue, lost in monthly:
         y += 5
         if y > 280:
             pdf.add_page()
             y = 24
         pdf.text(12, y, month)
-        pdf.text(90 - pdf.get_string_width(f"{orders:,}"), y, f"{orders:,}")
-        pdf.text(150 - pdf.get_string_width(money(revenue)), y, money(revenue))
+        pdf.text(75 - pdf.get_string_width(f"{orders:,}"), y, f"{orders:,}")
+        pdf.text(130 - pdf.get_string_width(money(revenue)), y, money(revenue))
+        pdf.text(196 - pdf.get_string_width(money(lost)), y, money(lost))
 
 
 def _detail(pdf: ReportPDF, orders: Iterable[tuple], order_count: int, progress, check_cancelled) -> int:
@@ -267,7 +299,7 @@ def build_sales_report(
     generated_at: datetime,
     totals: dict,
     series: list[tuple[str, Decimal]],
-    monthly: list[tuple[str, int, Decimal]],
+    monthly: list[tuple[str, int, Decimal, Decimal]],
     orders: Iterable[tuple[int, date, str, str, int, Decimal]],
     order_count: int,
     progress: Callable[[int, int], None] | None = None,
@@ -276,13 +308,14 @@ def build_sales_report(
     """Write the report to ``out_path`` (atomically); returns pages, orders and bytes."""
     out_path = Path(out_path)
     pdf = ReportPDF(generated_at, title)
+    pdf.currency = pdf.clean(totals.get("currency", ""))[:12]
     _cover(pdf, title, period_label, totals, series)
     if order_count == 0:
         pdf.set_font(FONT, "B", 14)
-        pdf.text(12, 205, "No orders in this period.")
+        pdf.text(12, 208, "No orders in this period.")
         done = 0
     else:
-        _monthly(pdf, monthly)
+        _monthly(pdf, monthly, pdf.clean(totals.get("currency", "")))
         done = _detail(pdf, orders, order_count, progress, check_cancelled)
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".part-", suffix=".pdf")
     os.close(fd)

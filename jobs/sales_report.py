@@ -1,5 +1,8 @@
 """Build a PDF sales report: totals, a revenue chart, a monthly summary and every order.
 
+Revenue counts paid and shipped orders only; pending, cancelled and refunded orders are
+counted and summed on their own lines, so the cover says exactly what each figure includes.
+
 Aggregates come from a few GROUP BY queries; the order rows stream from a
 server-side cursor in chunks (never a list of ORM objects) on a connection of
 their own, so progress writes on the session's connection can interleave.
@@ -22,6 +25,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2000
 DAILY_UP_TO_DAYS = 92
+# Orders whose money the shop has: the only ones in "revenue". (Statuses are fixed strings, not user data.)
+REVENUE_STATUSES = ("paid", "shipped")
+STATUS_ORDER = ("paid", "shipped", "pending", "cancelled", "refunded")
+IN_REVENUE = "o.status IN ('paid', 'shipped')"
 
 
 def _filters(params: dict) -> tuple[str, dict]:
@@ -44,25 +51,49 @@ def _filters(params: dict) -> tuple[str, dict]:
 
 
 def _aggregates(cur, where: str, values: dict, daily: bool) -> tuple[dict, list, list]:
-    """Totals, the chart series and the monthly summary."""
+    """Totals (revenue = paid + shipped, the rest by status), the revenue chart and the monthly summary."""
     base = f"FROM orders o JOIN customers c ON c.id = o.customer_id WHERE {where}"
-    cur.execute(f"SELECT count(*), coalesce(sum(o.total), 0) {base}", values)
-    count, revenue = cur.fetchone()
-    totals = {"orders": count, "revenue": Decimal(revenue),
-              "average": (Decimal(revenue) / count).quantize(Decimal("0.01")) if count else Decimal("0.00")}
+    cur.execute(f"SELECT o.status, o.currency, count(*), coalesce(sum(o.total), 0) {base} GROUP BY 1, 2", values)
+    totals = _totals(cur.fetchall())
     bucket = "day" if daily else "month"
     label = "YYYY-MM-DD" if daily else "YYYY-MM"
     cur.execute(
-        f"SELECT to_char(date_trunc('{bucket}', o.created_at AT TIME ZONE 'UTC'), '{label}'), sum(o.total) "
-        f"{base} GROUP BY 1 ORDER BY 1", values,
+        f"SELECT to_char(date_trunc('{bucket}', o.created_at AT TIME ZONE 'UTC'), '{label}'), "
+        f"coalesce(sum(o.total) FILTER (WHERE {IN_REVENUE}), 0) {base} GROUP BY 1 ORDER BY 1", values,
     )
     series = [(row[0], Decimal(row[1])) for row in cur.fetchall()]
     cur.execute(
-        f"SELECT to_char(date_trunc('month', o.created_at AT TIME ZONE 'UTC'), 'YYYY-MM'), count(*), sum(o.total) "
+        f"SELECT to_char(date_trunc('month', o.created_at AT TIME ZONE 'UTC'), 'YYYY-MM'), count(*), "
+        f"coalesce(sum(o.total) FILTER (WHERE {IN_REVENUE}), 0), "
+        f"coalesce(sum(o.total) FILTER (WHERE o.status IN ('cancelled', 'refunded')), 0) "
         f"{base} GROUP BY 1 ORDER BY 1", values,
     )
-    monthly = [(row[0], row[1], Decimal(row[2])) for row in cur.fetchall()]
+    monthly = [(row[0], row[1], Decimal(row[2]), Decimal(row[3])) for row in cur.fetchall()]
     return totals, series, monthly
+
+
+def _totals(rows: list[tuple[str, str, int, Decimal]]) -> dict:
+    """Counts and sums per status from (status, currency, count, sum) rows, and the revenue they add up to."""
+    by_status: dict[str, dict] = {}
+    currencies: dict[str, Decimal] = {}
+    for status, currency, count, amount in rows:
+        entry = by_status.setdefault(status, {"orders": 0, "amount": Decimal(0)})
+        entry["orders"] += count
+        entry["amount"] += Decimal(amount)
+        currencies[currency] = currencies.get(currency, Decimal(0)) + Decimal(amount)
+    known = [s for s in STATUS_ORDER if s in by_status] + sorted(set(by_status) - set(STATUS_ORDER))
+    paid = [by_status[s] for s in REVENUE_STATUSES if s in by_status]
+    revenue = sum((entry["amount"] for entry in paid), Decimal(0))
+    revenue_orders = sum(entry["orders"] for entry in paid)
+    return {
+        "orders": sum(entry["orders"] for entry in by_status.values()),
+        "revenue": revenue,
+        "revenue_orders": revenue_orders,
+        "average": (revenue / revenue_orders).quantize(Decimal("0.01")) if revenue_orders else Decimal("0.00"),
+        "by_status": [(status, by_status[status]["orders"], by_status[status]["amount"]) for status in known],
+        # The report's money is in one currency; if the shop ever mixes them, the cover says so.
+        "currency": " + ".join(sorted(currencies, key=lambda c: -currencies[c])) if currencies else "EUR",
+    }
 
 
 def _order_rows(conn, where: str, values: dict) -> Iterator[tuple]:
@@ -115,5 +146,7 @@ def build_sales_report_pdf(ctx: JobContext) -> dict:
     orders = totals["orders"]
     summary = (f"{built['pages']:,} pages, {orders:,} orders" if orders
                else f"{built['pages']} page — no orders in this period")
+    by_status = {status: {"orders": count, "amount": str(amount)} for status, count, amount in totals["by_status"]}
     return {"file_id": str(stored.id), "pages": built["pages"], "orders": orders, "bytes": stored.size,
-            "summary": summary}
+            "summary": summary, "currency": totals["currency"], "revenue": str(totals["revenue"]),
+            "revenue_orders": totals["revenue_orders"], "by_status": by_status}

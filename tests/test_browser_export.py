@@ -30,7 +30,7 @@ def test_export_from_form_to_downloaded_csv(app, users, live_server, start_worke
     page.wait_for_url("**/jobs/*")
     status = page.locator("#job-status")
     assert "Queued" in status.inner_text()
-    assert page.locator(".progress.indeterminate").count() == 1
+    assert page.locator("progress.meter:indeterminate").count() == 1, "a moving bar while it waits"
     screenshot(page, "job-queued")
 
     start_worker("default")
@@ -49,7 +49,7 @@ def test_export_from_form_to_downloaded_csv(app, users, live_server, start_worke
 
     page.get_by_role("link", name="Jobs").first.click()
     assert page.locator("table.table tbody tr").count() == 1
-    assert "Succeeded" in page.locator("table.table").inner_text()
+    assert "Done" in page.locator("table.table").inner_text()
     screenshot(page, "jobs-list")
 
 

@@ -499,11 +499,12 @@ def test_the_pixel_limit_can_be_set_per_deployment(tmp_path):
     (b"", "empty file"),
     (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "not an image (looks like a PDF)"),
     (b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\0" * 100, "looks like a Windows program"),
-    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 100, "HEIC photos are not supported"),
+    (b"8BPS\x00\x01" + b"\0" * 100, "PSD files are not supported — export as JPEG or PNG"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 100, "this HEIC file could not be read: it may be damaged"),
     (b"Dear customer, please find attached...", "not an image"),
-], ids=["zero bytes", "renamed PDF", "renamed exe", "iPhone HEIC", "text"])
+], ids=["zero bytes", "renamed PDF", "renamed exe", "Photoshop file", "HEIC header only", "text"])
 def test_files_that_are_not_usable_photos_are_refused_with_a_reason(tmp_path, content, message):
-    """A file named .jpg that is empty, a PDF, a program, a HEIC or text is refused; nothing is written."""
+    """A file named .jpg that is empty, a PDF, a program, a PSD, a broken HEIC or text is refused; nothing is written."""
     src = tmp_path / "upload.jpg"
     src.write_bytes(content)
 
@@ -513,13 +514,15 @@ def test_files_that_are_not_usable_photos_are_refused_with_a_reason(tmp_path, co
 
 
 def test_a_jpeg_with_garbage_after_its_header_is_refused(tmp_path):
-    """JPEG magic bytes followed by junk is 'truncated or corrupt', not a crash."""
+    """JPEG magic bytes followed by junk is refused as unreadable (possibly damaged), not a crash."""
     src = tmp_path / "junk.jpg"
     src.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(2000))
 
     message, left = refused(src, tmp_path)
 
-    assert message == "truncated or corrupt image" and left == []
+    # Random junk may stop Pillow's parser (unreadable) or its decoder (damaged data): both are honest.
+    assert (message == "truncated or corrupt image"
+            or message.startswith("this JPEG file could not be read: it may be damaged")) and left == []
 
 
 def test_a_failure_while_writing_removes_the_variants_already_written(tmp_path):
@@ -598,6 +601,12 @@ def test_running_out_of_memory_is_reported_as_too_large(tmp_path):
     (b"II*\x00\x08\x00\x00\x00", "tiff"),
     (b"MM\x00*\x00\x00\x00\x08", "tiff"),
     (b"BM\x00\x00\x00\x00", "bmp"),
+    (b"II+\x00\x08\x00\x00\x00", "tiff"),
+    (b"MM\x00+\x00\x08\x00\x00", "tiff"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "heic"),
+    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic", "heic"),
+    (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "avif"),
+    (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avif", "avif"),
 ])
 def test_the_web_process_recognises_images_by_their_first_bytes(head, expected):
     """The cheap check names the format from the first bytes, without decoding anything."""
@@ -605,9 +614,12 @@ def test_the_web_process_recognises_images_by_their_first_bytes(head, expected):
 
 
 @pytest.mark.parametrize(("head", "message"), [
-    (b"\x00\x00\x00\x18ftypheic", "HEIC photos are not supported"),
-    (b"\x00\x00\x00\x18ftypmif1", "HEIC photos are not supported"),
-    (b"\x00\x00\x00\x1cftypavif", "AVIF photos are not supported"),
+    (b"8BPS\x00\x01\x00\x00", "PSD files are not supported — export as JPEG or PNG"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0", "EPS files are not supported"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000 files are not supported"),
+    (b"\x00\x00\x01\x00\x01\x00", "ICO \\(icon\\) files are not supported"),
+    (b"\x00\x00\x00\x18ftypcrx \x00\x00", "Canon CR3"),
+    (b"\x00\x00\x00\x18ftypisom\x00\x00", "looks like a video"),
     (b"MZ\x90\x00", "looks like a Windows program"),
     (b"%PDF-1.4", "looks like a PDF"),
     (b"PK\x03\x04", "looks like a ZIP"),
@@ -615,6 +627,119 @@ def test_the_web_process_recognises_images_by_their_first_bytes(head, expected):
     (b"hello world", "not an image"),
 ])
 def test_the_web_process_explains_what_is_not_an_image(head, message):
-    """HEIC, programs, PDFs, archives, empty and unknown files get a reason a person understands."""
+    """Photoshop, EPS, JPEG 2000, icons, camera raw, videos, programs, PDFs, archives, empty and unknown
+    files get a reason a person understands."""
     with pytest.raises(ImageRejected, match=message):
         sniff_image_type(head)
+
+
+# -- photos from any camera: HEIC, AVIF, BigTIFF, deep greys, and a corpus of real files ---------
+
+SAMPLES = ROOT / "tests" / "samples" / "pillow"
+EXPECTED = json.loads((SAMPLES / "expected.json").read_text(encoding="utf-8"))
+
+
+def test_an_iphone_heic_photo_is_resized_in_its_colours(tmp_path):
+    """A HEIC written by libheif's own encoder (as an iPhone would) comes out upright in its colours."""
+    from pillow_heif import register_heif_opener
+    register_heif_opener()
+    src = tmp_path / "IMG_0001.HEIC"
+    quadrants((400, 300)).save(src, "HEIF", quality=90)
+    assert sniff_image_type(src.read_bytes()[:64]) == "heic"
+
+    result, out = resize(src, tmp_path)
+
+    assert result["original"]["format"] == "heic"
+    assert [close_to(c, want, 50) for c, want in
+            zip(quadrant_colours(opened(out / "large.jpg")), (RED, GREEN, BLUE, YELLOW), strict=True)] == [True] * 4
+
+
+def test_an_avif_photo_is_resized_in_its_colours(tmp_path):
+    """An AVIF (Android phones, browsers' 'save image') is read by Pillow's own AVIF plugin."""
+    src = tmp_path / "photo.avif"
+    quadrants((400, 300)).save(src, "AVIF", quality=90)
+    assert sniff_image_type(src.read_bytes()[:64]) == "avif"
+
+    result, out = resize(src, tmp_path)
+
+    assert result["original"]["format"] == "avif" and opened(out / "large.webp").size == (256, 192)
+    assert [close_to(c, want, 50) for c, want in
+            zip(quadrant_colours(opened(out / "large.jpg")), (RED, GREEN, BLUE, YELLOW), strict=True)] == [True] * 4
+
+
+def test_a_bigtiff_from_a_scanner_is_resized(tmp_path):
+    """BigTIFF (64-bit offsets, 'II+') is recognised and read like any TIFF."""
+    src = SAMPLES / "hopper_bigtiff.tif"
+    assert src.read_bytes()[:4] == b"II+\x00"
+
+    result, out = resize(src, tmp_path)
+
+    assert result["original"]["format"] == "tiff" and (out / "thumb.jpg").exists()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I"])
+def test_16_and_32_bit_greyscale_tiffs_keep_their_tones(tmp_path, mode):
+    """A mid grey stored in 16 bits (either byte order) or in a 32-bit TIFF comes out mid grey, not white or black."""
+    src = tmp_path / "scan.tif"
+    Image.new(mode, (300, 200), 40000).save(src)
+
+    result, out = resize(src, tmp_path)
+
+    assert result["original"]["mode"].startswith("I")
+    for name in ("large.jpg", "thumb.jpg", "large.webp"):
+        assert abs(opened(out / name).convert("L").getpixel((10, 10)) - 156) <= 2, name
+
+
+def test_a_32_bit_tiff_using_its_full_range_is_scaled_by_32_bits(tmp_path):
+    """Values beyond 16 bits are scaled by the 32-bit range (signed: the largest positive is white)."""
+    src = tmp_path / "deep.tif"
+    Image.new("I", (300, 200), 40000 << 15).save(src)  # 156/256 of 2**31
+
+    _result, out = resize(src, tmp_path)
+
+    assert abs(opened(out / "large.jpg").convert("L").getpixel((10, 10)) - 156) <= 2
+
+
+def test_a_float_tiff_from_0_to_1_keeps_its_tones(tmp_path):
+    """32-bit float greys in 0-1 (HDR tools) come out scaled to 0-255, not black."""
+    src = tmp_path / "float.tif"
+    Image.new("F", (300, 200), 0.5).save(src)
+
+    _result, out = resize(src, tmp_path)
+
+    assert abs(opened(out / "large.jpg").convert("L").getpixel((10, 10)) - 127) <= 2
+
+
+@pytest.mark.parametrize("name", ["hopper_webp.tif", "unknown_compression_method.png",
+                                  "hopper_unknown_pixel_mode.tif"])
+def test_a_valid_file_pillow_cannot_decode_is_not_called_corrupt(tmp_path, name):
+    """A WebP-compressed TIFF or an unknown PNG compression is refused with advice, not as 'truncated or corrupt'."""
+    message, left = refused(SAMPLES / name, tmp_path)
+
+    assert "corrupt" not in message and "truncated" not in message
+    assert message.endswith("export as JPEG or PNG") and left == []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_sample_file_gives_variants_or_a_clear_refusal(tmp_path, name):
+    """Each of Pillow's own test images either becomes readable variants or is refused with its known reason;
+    nothing else (no crash, no other exception type) ever comes out."""
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        result = make_variants(SAMPLES / name, out, SIZES)
+    except ImageRejected as exc:
+        assert str(exc) == EXPECTED[name]
+        assert list(out.iterdir()) == []
+        return
+    assert EXPECTED[name] == "made"
+    assert sorted(path.name for path in out.iterdir()) == ["large.jpg", "large.webp", "thumb.jpg", "thumb.webp"]
+    for variant in result["variants"]:
+        assert opened(Path(variant["path"])).size == (variant["width"], variant["height"])
+
+
+def test_the_sample_corpus_is_mostly_made_and_every_refusal_names_a_reason():
+    """The corpus holds both kinds: most samples become variants, refusals are sentences, not codes."""
+    made = [name for name, outcome in EXPECTED.items() if outcome == "made"]
+    assert len(EXPECTED) >= 100 and len(made) >= 80
+    assert all(len(outcome) > 12 for outcome in EXPECTED.values() if outcome != "made")

@@ -86,13 +86,36 @@ def test_a_pdf_renamed_jpg_is_refused_at_upload_and_nothing_is_stored(app, as_al
         assert db.session.query(Photo).count() == 0
 
 
-def test_zero_bytes_and_heic_get_clear_messages(app, as_alice):
-    """An empty file and an iPhone HEIC are explained, not accepted."""
-    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 100
-    upload(as_alice, ("empty.jpg", b""), ("IMG_0001.HEIC", heic))
+def heic_bytes(size=(900, 600), color=(30, 160, 60)) -> bytes:
+    """A real HEIC, written by libheif's HEVC encoder as an iPhone would."""
+    from pillow_heif import register_heif_opener
+    register_heif_opener()
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "HEIF", quality=85)
+    return out.getvalue()
+
+
+def test_zero_bytes_and_a_photoshop_file_get_clear_messages(app, as_alice):
+    """An empty file and a PSD are explained by name, not accepted."""
+    upload(as_alice, ("empty.jpg", b""), ("mockup.psd", b"8BPS\x00\x01" + b"\x00" * 100))
     page = as_alice.get("/photos/").get_data(as_text=True)
     assert "empty.jpg: empty file" in page
-    assert "HEIC photos are not supported" in page
+    assert "mockup.psd: PSD files are not supported — export as JPEG or PNG" in page
+
+
+def test_an_iphone_heic_upload_becomes_jpeg_and_webp_variants(app, as_alice, burst_worker):
+    """A HEIC from an iPhone is accepted at upload and resized by the worker like any JPEG."""
+    upload(as_alice, ("IMG_0001.HEIC", heic_bytes()))
+    burst_worker("cpu")
+    with app.app_context():
+        photo = db.session.scalar(db.select(Photo))
+        assert photo.job.status == "succeeded", photo.job.error
+        assert (photo.width, photo.height, photo.format) == (900, 600, "heic")
+        thumb_id = photo.variants["thumb"]["files"]["jpeg"]
+    thumb = Image.open(io.BytesIO(as_alice.get(f"/files/{thumb_id}?inline=1").get_data()))
+    assert thumb.size == (320, 213)
+    r, g, b = thumb.convert("RGB").getpixel((100, 100))
+    assert abs(r - 30) < 30 and abs(g - 160) < 30 and abs(b - 60) < 30
 
 
 def test_a_truncated_jpeg_fails_with_its_reason_keeps_the_upload_and_retry_says_why_again(app, as_alice,

@@ -119,3 +119,45 @@ def test_invalid_recipients_are_explained_on_the_form(as_alice):
                              form_page="/reports/new")
     assert response.status_code == 400
     assert "not-an-address" in response.get_data(as_text=True)
+
+
+def test_revenue_is_paid_and_shipped_only_and_matches_sql_sums(app, as_alice, burst_worker, tmp_path):
+    """On generated orders of every status, the cover's revenue is the SQL sum of paid + shipped orders, in EUR;
+    pending, cancelled and refunded are shown apart with their own sums, and the report says what counts."""
+    from datetime import date, timedelta
+    from decimal import Decimal
+
+    from sqlalchemy import text as sql
+
+    from tests.factories import seed_many_orders
+
+    seed_many_orders(app, 3000)
+    first, last = date.today() - timedelta(days=45), date.today() + timedelta(days=1)
+    with app.app_context():
+        sums = {status: (count, Decimal(total)) for status, count, total in db.session.execute(sql(
+            "SELECT status, count(*), sum(total) FROM orders WHERE created_at >= :a AND created_at < :b "
+            "GROUP BY status"), {"a": first, "b": last + timedelta(days=1)})}
+        currencies = db.session.execute(sql("SELECT DISTINCT currency FROM orders")).scalars().all()
+    assert {"paid", "shipped", "pending", "cancelled", "refunded"} <= set(sums), "the data has every status"
+    assert currencies == ["EUR"]
+    revenue = sums["paid"][1] + sums["shipped"][1]
+    everything = sum(total for _count, total in sums.values())
+    assert revenue < everything
+
+    job_id = submit_report(as_alice, date_from=first.isoformat(), date_to=last.isoformat())
+    burst_worker()
+    row = job_json(as_alice, job_id)
+    assert row["status"] == "succeeded", row
+    assert Decimal(row["result"]["revenue"]) == revenue and row["result"]["currency"] == "EUR"
+    assert row["result"]["revenue_orders"] == sums["paid"][0] + sums["shipped"][0]
+    _info, text = pdf_text(as_alice, row["result"]["file_id"], tmp_path)
+    cover = text.split("\f", 1)[0]
+    assert f"{revenue:,.2f} EUR" in cover
+    assert f"{everything:,.2f} EUR" not in cover, "cancelled, refunded and pending are not added in"
+    lines = {line.split()[0]: line for line in cover.splitlines() if line.strip()}
+    for status in ("Paid", "Shipped", "Pending", "Cancelled", "Refunded"):
+        count, total = sums[status.lower()]
+        assert f"{count:,}" in lines[status] and f"{total:,.2f}" in lines[status], lines[status]
+    assert "not in revenue" in lines["Cancelled"] and "in revenue" in lines["Paid"]
+    assert "Revenue is the sum of paid and shipped orders, in EUR" in cover
+    assert "Total (EUR)" in text

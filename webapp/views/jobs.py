@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import timedelta
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from webapp import queueing
 from webapp.access import job_or_404, visible
+from webapp.announcements import announce
 from webapp.extensions import db
 from webapp.kinds import KINDS
 from webapp.models import Job, JobStatus
@@ -23,6 +25,9 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 PAGE_SIZE = 50
 # htmx stops polling when the answer has this status code.
 STOP_POLLING = 286
+# A job page polls every second; for a job's first 2 s static/js/app.js also asks every 150 ms,
+# so a half-second export shows its link at once while a page left open costs no more than before.
+FAST_POLL_SECONDS = 2.0
 
 
 def _wants_json() -> bool:
@@ -61,10 +66,23 @@ def show(job_id: uuid.UUID):
     """The job page (or the row as JSON for ``Accept: application/json``)."""
     job = job_or_404(job_id)
     if _wants_json():
-        return jsonify(job.to_dict())
+        return jsonify(_with_download_urls(job.to_dict()))
     if request.headers.get("HX-Request"):
         return status(job_id)
-    return render_template("jobs/show.html", job=job, steps=_steps(job))
+    return render_template("jobs/show.html", job=job, steps=_steps(job), fast_poll_ms=_fast_poll_ms(job))
+
+
+def _with_download_urls(row: dict) -> dict:
+    """The job's JSON with an absolute download URL beside each file id in its result."""
+    result = row.get("result")
+    if isinstance(result, dict):
+        files = {key: value for key, value in result.items() if key.endswith("file_id") and value}
+        if files:
+            row["downloads"] = {key.removesuffix("_id") or "file": url_for("files.download", file_id=value,
+                                                                        _external=True)
+                                for key, value in files.items()}
+            row["download_url"] = next(iter(row["downloads"].values()))
+    return row
 
 
 @bp.get("/<uuid:job_id>/status")
@@ -73,13 +91,19 @@ def status(job_id: uuid.UUID):
     """The partial that the job page polls; answers 286 once the job is finished."""
     job = job_or_404(job_id)
     steps = _steps(job)
-    body = render_template("jobs/_status.html", job=job, steps=steps)
+    body = render_template("jobs/_status.html", job=job, steps=steps, fast_poll_ms=_fast_poll_ms(job))
     live = any(not step.is_terminal for step in steps)
     if not live and job.owner_id == current_user.id and job.announced_at is None:
         # The owner watched it finish here: no toast for it elsewhere.
         job.announced_at = utcnow()
         db.session.commit()
     return body, (200 if live else STOP_POLLING)
+
+
+def _fast_poll_ms(job: Job) -> int:
+    """How much longer (ms) the page should poll quickly: the rest of the job's first seconds, else 0."""
+    age = (utcnow() - job.created_at).total_seconds()
+    return max(0, int((FAST_POLL_SECONDS - age) * 1000))
 
 
 def _steps(job: Job) -> list[Job]:
@@ -125,7 +149,12 @@ def _back_to(job: Job):
 @bp.get("/announcements")
 @login_required
 def announcements():
-    """Toasts for my jobs that finished since I last heard; each is announced once."""
+    """Toasts for my jobs that finished since I last heard, grouped, each job announced once.
+
+    Jobs the page already shows (``on_screen``, sent by static/js/notices.js) are marked as heard
+    without a toast; a newsletter is announced when its last batch is sent, not when it is handed over.
+    """
+    on_screen = _job_ids(request.args.get("on_screen", ""))
     finished = db.session.scalars(
         select(Job).where(
             Job.owner_id == current_user.id,
@@ -133,12 +162,33 @@ def announcements():
             Job.status.in_([s.value for s in TERMINAL]),
             Job.announced_at.is_(None),
             Job.finished_at > utcnow() - timedelta(hours=1),
-        ).order_by(Job.finished_at).limit(5)
+        ).order_by(Job.finished_at).limit(50)
     ).all()
-    if finished:
+    done = [job for job in finished if not _still_sending(job)]
+    if done:
         db.session.execute(
-            update(Job).where(Job.id.in_([j.id for j in finished])).values(announced_at=utcnow())
+            update(Job).where(Job.id.in_([j.id for j in done])).values(announced_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         db.session.commit()
-    return render_template("jobs/_announcements.html", jobs=finished)
+    toasts = announce(job for job in done if job.id not in on_screen)
+    return render_template("jobs/_announcements.html", announcements=toasts)
+
+
+def _job_ids(text: str) -> set[uuid.UUID]:
+    """The job ids in a comma-separated list; anything that is not an id is ignored."""
+    ids = set()
+    for part in text.split(",")[:200]:
+        with contextlib.suppress(ValueError):
+            ids.add(uuid.UUID(part.strip()))
+    return ids
+
+
+def _still_sending(job: Job) -> bool:
+    """True for a newsletter whose batches are still going out (the hand-over job finishes first)."""
+    if job.kind != "send_newsletter" or job.status != JobStatus.SUCCEEDED.value:
+        return False
+    return db.session.scalar(
+        select(func.count()).select_from(Job).where(
+            Job.parent_id == job.id, Job.status.not_in([s.value for s in TERMINAL]))
+    ) > 0

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+import uuid
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
+from werkzeug.exceptions import NotFound
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length
 
 from webapp import queueing
-from webapp.access import visible
+from webapp.access import job_or_404, visible
 from webapp.extensions import db
 from webapp.forms import Form
 from webapp.models import Delivery, Newsletter, Subscriber
 from webapp.models.job import TERMINAL
-from webapp.newsletter_content import render_body
+from webapp.newsletter_content import clean_name, personalise, render_body
 from webapp.newsletter_stats import send_stats
 from webapp.paging import page_number
 from webapp.views.jobs import STOP_POLLING
@@ -23,6 +26,8 @@ from webapp.views.jobs import STOP_POLLING
 bp = Blueprint("newsletters", __name__, url_prefix="/newsletters")
 
 REPORT_PAGE = 100
+# The preview is shown as this reader would see it when there is no subscriber yet.
+SAMPLE_NAME = "Alex"
 
 
 class NewsletterForm(Form):
@@ -40,6 +45,23 @@ def newsletter_or_404(newsletter_id: int) -> Newsletter:
     if newsletter is None or not current_user.can_see(newsletter.owner_id):
         abort(404, "No such newsletter.")
     return newsletter
+
+
+def draft_or_redirect(newsletter_id: int) -> Newsletter | None:
+    """The newsletter if it is still a draft; None (with a message) once it has been sent."""
+    newsletter = newsletter_or_404(newsletter_id)
+    if newsletter.send_job_id is not None:
+        flash("This newsletter has been sent, so it can no longer be changed or deleted.", "warning")
+        return None
+    return newsletter
+
+
+def sample_name() -> str:
+    """A real subscriber's name for the preview (the first active one with a name), else a stand-in."""
+    name = db.session.scalar(
+        select(Subscriber.name).where(Subscriber.active, Subscriber.name != "").order_by(Subscriber.id).limit(1)
+    )
+    return clean_name(name) or SAMPLE_NAME
 
 
 @bp.get("/")
@@ -75,10 +97,63 @@ def new():
 def show(newsletter_id: int):
     """Preview, test, send, and the live state of the send."""
     newsletter = newsletter_or_404(newsletter_id)
-    html, _text = render_body(newsletter.body, newsletter.body_format)
+    name = sample_name()
+    html, _text = personalise(*render_body(newsletter.body, newsletter.body_format), name)
     active = db.session.scalar(select(func.count()).select_from(Subscriber).where(Subscriber.active))
+    test_job = _test_job(newsletter, request.args.get("test", ""))
     return render_template("newsletters/show.html", newsletter=newsletter, preview_html=html, active=active,
-                           stats=send_stats(newsletter))
+                           stats=send_stats(newsletter), sample_name=name, test_job=test_job)
+
+
+def _test_job(newsletter: Newsletter, job_id: str):
+    """The test-send job named in the page address, if it is this newsletter's and mine to see."""
+    try:
+        job = job_or_404(uuid.UUID(job_id))
+    except (ValueError, NotFound):
+        return None
+    return job if job.kind == "newsletter_test" and job.params.get("newsletter_id") == newsletter.id else None
+
+
+@bp.route("/<int:newsletter_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(newsletter_id: int):
+    """Change a draft's subject, format or text."""
+    newsletter = draft_or_redirect(newsletter_id)
+    if newsletter is None:
+        return redirect(url_for("newsletters.show", newsletter_id=newsletter_id), code=303)
+    form = NewsletterForm(obj=newsletter)
+    if form.validate_on_submit():
+        newsletter.subject = form.subject.data.strip()
+        newsletter.body, newsletter.body_format = form.body.data, form.body_format.data
+        db.session.commit()
+        flash("Draft saved.", "success")
+        return redirect(url_for("newsletters.show", newsletter_id=newsletter.id), code=303)
+    return render_template("newsletters/new.html", form=form, newsletter=newsletter), (400 if form.errors else 200)
+
+
+@bp.post("/<int:newsletter_id>/delete")
+@login_required
+def delete(newsletter_id: int):
+    """Delete a draft (a sent newsletter stays, with its delivery report)."""
+    newsletter = draft_or_redirect(newsletter_id)
+    if newsletter is None:
+        return redirect(url_for("newsletters.show", newsletter_id=newsletter_id), code=303)
+    db.session.delete(newsletter)
+    db.session.commit()
+    flash(f"Draft “{newsletter.subject}” deleted.", "info")
+    return redirect(url_for("newsletters.index"), code=303)
+
+
+@bp.get("/<int:newsletter_id>/test/<uuid:job_id>")
+@login_required
+def test_status(newsletter_id: int, job_id: uuid.UUID):
+    """The polled line under 'Send a test to me' (286 once the test is sent or failed)."""
+    newsletter = newsletter_or_404(newsletter_id)
+    job = _test_job(newsletter, str(job_id))
+    if job is None:
+        abort(404, "No such test send.")
+    body = render_template("newsletters/_test_status.html", newsletter=newsletter, test_job=job)
+    return body, (STOP_POLLING if job.is_terminal else 200)
 
 
 @bp.get("/<int:newsletter_id>/progress")
@@ -98,8 +173,8 @@ def send_test(newsletter_id: int):
     newsletter = newsletter_or_404(newsletter_id)
     job = queueing.submit("newsletter_test", current_user.id, {"newsletter_id": newsletter.id},
                           f"Test of “{newsletter.subject[:120]}”")
-    flash(f"Sending a test to {current_user.email}.", "info")
-    return redirect(url_for("jobs.show", job_id=job.id), code=303)
+    return redirect(url_for("newsletters.show", newsletter_id=newsletter.id, test=job.id, _anchor="test-send"),
+                    code=303)
 
 
 @bp.post("/<int:newsletter_id>/send")

@@ -114,6 +114,24 @@ def scaling_hint(depths: dict[str, int] | None, ages: dict[str, float]) -> str |
     return None
 
 
+def rq_queue_url(queue: str) -> str:
+    """rq-dashboard 0.9's page of a queue's waiting jobs: …/<instance>/view/jobs/<queue>/<registry>/<per_page>/<order>/<page>."""
+    return f"/rq/0/view/jobs/{queue}/queued/20/asc/1"
+
+
+def human_age(seconds: float) -> str:
+    """A wait as people say it: '45 s', '12 min', '1 h 0 min', '2 d 3 h'."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours = seconds // 60, seconds // 3600
+    if hours < 1:
+        return f"{minutes} min"
+    if hours < 48:
+        return f"{hours} h {minutes % 60} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
 def _overview() -> dict:
     """Everything the operations page shows."""
     now = utcnow()
@@ -126,7 +144,9 @@ def _overview() -> dict:
     retried = db.session.scalar(select(func.count()).select_from(JobEvent).where(
         JobEvent.at >= now - timedelta(hours=24), JobEvent.event.in_(["retried", "interrupted"]))) or 0
     return {
-        "queues": [{"name": q, "depth": (depths or {}).get(q), "age": ages.get(q, 0.0)} for q in QUEUES],
+        "queues": [{"name": q, "depth": (depths or {}).get(q), "age": ages.get(q, 0.0), "url": rq_queue_url(q),
+                    "age_text": human_age(ages.get(q, 0.0))}
+                   for q in QUEUES],
         "redis_up": depths is not None,
         "workers": workers or [],
         "chart": stacked_bars(hourly),

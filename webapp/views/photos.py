@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
@@ -16,7 +16,7 @@ from werkzeug.datastructures import FileStorage
 from webapp import queueing, storage
 from webapp.access import visible
 from webapp.extensions import db
-from webapp.image_types import ImageRejected, sniff_image_type
+from webapp.image_types import ACCEPT_ATTRIBUTE, ACCEPTED, ImageRejected, sniff_image_type
 from webapp.models import Photo, StoredFile
 from webapp.views.jobs import STOP_POLLING
 
@@ -61,40 +61,55 @@ def index():
         visible(select(Photo), Photo.owner_id).order_by(Photo.created_at.desc()).limit(GALLERY_PAGE)
     ).all()
     return render_template("photos/index.html", photos=photos, max_mb=current_app.config["PHOTO_MAX_MB"],
-                           max_files=current_app.config["PHOTO_MAX_FILES"])
+                           max_files=current_app.config["PHOTO_MAX_FILES"], accepted_types=ACCEPTED,
+                           accept_attribute=ACCEPT_ATTRIBUTE)
 
 
 @bp.post("/")
 @login_required
 def upload():
-    """Store each acceptable photo and queue its resize; explain each rejected one."""
+    """Store each acceptable photo and queue its resize; explain each rejected one.
+
+    The upload page's script sends one file per request with ``Accept: application/json`` (for a
+    progress bar per file) and gets each file's outcome as JSON; without it, a redirect and messages.
+    """
+    as_json = request.accept_mimetypes.best == "application/json"
     files = [f for f in request.files.getlist("photos") if f and f.filename]
-    if not files:
-        flash("Choose one or more photos to upload.", "error")
+    if not files or len(files) > current_app.config["PHOTO_MAX_FILES"]:
+        message = ("Choose one or more photos to upload." if not files
+                   else f"Upload at most {current_app.config['PHOTO_MAX_FILES']} photos at once.")
+        if as_json:
+            return jsonify({"error": message}), 400
+        flash(message, "error")
         return redirect(url_for("photos.index"), code=303)
-    if len(files) > current_app.config["PHOTO_MAX_FILES"]:
-        flash(f"Upload at most {current_app.config['PHOTO_MAX_FILES']} photos at once.", "error")
-        return redirect(url_for("photos.index"), code=303)
-    accepted = 0
-    for upload_file in files:
-        name = storage.safe_filename(upload_file.filename or "photo")
-        try:
-            image_type = check_upload(upload_file)
-        except ImageRejected as exc:
-            flash(f"{name}: {exc}", "error")
-            continue
-        original = storage.store_stream(current_user.id, upload_file.stream, name, f"image/{image_type}")
-        photo = Photo(owner_id=current_user.id, original_id=original.id, filename=name, bytes=original.size,
-                      format=image_type)
-        db.session.add(photo)
-        db.session.commit()
-        job = queueing.submit("resize_photo", current_user.id, {"photo_id": str(photo.id)}, name)
-        photo.job_id = job.id
-        db.session.commit()
-        accepted += 1
+    outcomes = [_accept(upload_file) for upload_file in files]
+    if as_json:
+        return jsonify({"files": outcomes})
+    for outcome in outcomes:
+        if outcome["error"]:
+            flash(f"{outcome['name']}: {outcome['error']}", "error")
+    accepted = sum(1 for outcome in outcomes if not outcome["error"])
     if accepted:
         flash(f"{accepted} photo{'s' if accepted != 1 else ''} uploaded; resizing in the background.", "success")
     return redirect(url_for("photos.index"), code=303)
+
+
+def _accept(upload_file: FileStorage) -> dict:
+    """Store one upload and queue its resize; its name, and the photo id or the reason it was refused."""
+    name = storage.safe_filename(upload_file.filename or "photo")
+    try:
+        image_type = check_upload(upload_file)
+    except ImageRejected as exc:
+        return {"name": name, "error": str(exc), "photo_id": None}
+    original = storage.store_stream(current_user.id, upload_file.stream, name, f"image/{image_type}")
+    photo = Photo(owner_id=current_user.id, original_id=original.id, filename=name, bytes=original.size,
+                  format=image_type)
+    db.session.add(photo)
+    db.session.commit()
+    job = queueing.submit("resize_photo", current_user.id, {"photo_id": str(photo.id)}, name)
+    photo.job_id = job.id
+    db.session.commit()
+    return {"name": name, "error": None, "photo_id": str(photo.id)}
 
 
 @bp.get("/<uuid:photo_id>")
