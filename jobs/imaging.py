@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 from pillow_heif import register_heif_opener
@@ -254,7 +255,8 @@ def _grey_to_8_bit(image: Image.Image, bits: int | None) -> Image.Image:
     wide = image if image.mode == "I" else image.convert("I")
     if bits is None or bits > 16:
         # 32-bit containers mostly hold 16-bit data (scientific cameras, PGM conversions): judge by the values.
-        bits = 16 if image.mode.startswith("I;16") or wide.getextrema()[1] <= 0xFFFF else (bits or 32)
+        _low, high = cast(tuple[float, float], wide.getextrema())
+        bits = 16 if image.mode.startswith("I;16") or high <= 0xFFFF else (bits or 32)
     # Signed samples keep their sign bit unused in practice: 0 stays black, the largest positive is white.
     scale = 1 / 2 ** (bits - (9 if signed and bits > 16 else 8))
     # point() on "I" is one linear map computed in floating point: scaled once, then clipped into 0-255.
@@ -263,7 +265,7 @@ def _grey_to_8_bit(image: Image.Image, bits: int | None) -> Image.Image:
 
 def _float_to_8_bit(image: Image.Image) -> Image.Image:
     """32-bit float grey to 8 bits: 0-1 data as is, anything else stretched from its darkest to lightest."""
-    low, high = image.getextrema()
+    low, high = cast(tuple[float, float], image.getextrema())
     if low >= 0 and high <= 1:
         return image.point(lambda value: value * 255).convert("L")
     span = (high - low) or 1
@@ -288,10 +290,10 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
             # Most camera and phone JPEGs embed sRGB itself: converting it to sRGB would cost ~40 ms for nothing.
             if not ImageCms.getProfileDescription(profile).strip().startswith("sRGB"):
                 out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
-                image = ImageCms.profileToProfile(image, profile, SRGB, outputMode=out_mode)
+                image = ImageCms.profileToProfile(image, profile, SRGB, outputMode=out_mode) or image
         except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
             log.info("colour profile ignored: %s", exc)
-    if image.mode == "RGBA" and image.getextrema()[3] == (255, 255):
+    if image.mode == "RGBA" and cast(tuple[tuple[int, int], ...], image.getextrema())[3] == (255, 255):
         return image.convert("RGB")  # an alpha channel with nothing transparent in it
     return image.convert("RGB") if image.mode == "CMYK" else image
 

@@ -57,7 +57,7 @@ class ReportPDF(FPDF):
         self.add_font(FONT, "", str(FONT_DIR / "DejaVuSansCondensed.ttf"))
         self.add_font(FONT, "B", str(FONT_DIR / "DejaVuSansCondensed-Bold.ttf"))
         self.set_font(FONT, size=9)
-        self.glyphs = frozenset(self.fonts[FONT.lower()].cmap)
+        self.glyphs = frozenset(self.fonts[FONT.lower()].cmap)  # type: ignore[union-attr]  # a TTF font, added above
         self.set_title(title)
         self.set_creator("Backhaul")
         # A long alias reserves room for five-digit page totals in the footer.
@@ -123,9 +123,10 @@ class ReportPDF(FPDF):
         self.text(first_x, y, first)
         k, baseline = self.k, (self.h - y) * self.k
         # Text is painted with the fill colour; set it to the text colour inside q..Q as text() does.
-        parts = ["q", self.text_color.serialize().lower(), "BT"]
+        parts = ["q", self.text_color.serialize().lower(), "BT"]  # type: ignore[union-attr]  # always set
         for x, value in cells[1:]:
-            parts.append(f"1 0 0 1 {x * k:.2f} {baseline:.2f} Tm {self.current_font.encode_text(value)}")
+            parts.append(f"1 0 0 1 {x * k:.2f} {baseline:.2f} Tm "
+                         f"{self.current_font.encode_text(value)}")  # type: ignore[union-attr]  # set in __init__
         parts += ["ET", "Q"]
         self._out(" ".join(parts))
 
@@ -224,10 +225,10 @@ def _chart(pdf: ReportPDF, series: list[tuple[str, Decimal]], top: float, height
     pdf.set_font(FONT, size=7)
     pdf.set_draw_color(210)
     for step in range(5):
-        value = peak * step / 4
+        tick = peak * step / 4
         y = top + height - height * step / 4
         pdf.line(left, y, left + width, y)
-        label = f"{value:,.0f}"
+        label = f"{tick:,.0f}"
         pdf.text(left - 1.5 - pdf.get_string_width(label), y + 1, label)
     bar = width / len(series)
     pdf.set_fill_color(59, 110, 200)

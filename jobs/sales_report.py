@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -116,7 +117,7 @@ def build_sales_report_pdf(ctx: JobContext) -> dict:
     days = (values["end"] - values["start"]).days
     conn = db.engine.raw_connection()
     try:
-        with conn.cursor() as cur:
+        with closing(conn.cursor()) as cur:
             totals, series, monthly = _aggregates(cur, where, values, daily=days <= DAILY_UP_TO_DAYS)
         ctx.progress(0, totals["orders"], f"Laying out {totals['orders']:,} orders", force=True)
         path = ctx.scratch / "report.pdf"

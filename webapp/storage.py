@@ -19,7 +19,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 from flask import Response, current_app
 
@@ -37,7 +37,7 @@ class Backend(Protocol):
 
     name: str
 
-    def put_stream(self, stream: BinaryIO, key: str | None = None) -> tuple[str, int]: ...
+    def put_stream(self, stream: IO[bytes], key: str | None = None) -> tuple[str, int]: ...
     def put_path(self, path: Path, key: str | None = None) -> tuple[str, int]: ...
     def iter_chunks(self, key: str) -> Iterator[bytes]: ...
     def delete(self, key: str) -> None: ...
@@ -66,7 +66,7 @@ class LocalBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         return key, path
 
-    def put_stream(self, stream: BinaryIO, key: str | None = None) -> tuple[str, int]:
+    def put_stream(self, stream: IO[bytes], key: str | None = None) -> tuple[str, int]:
         """Copy ``stream`` in chunks to a temporary file, then rename it into place."""
         key, path = self._new_key(key)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
@@ -111,7 +111,7 @@ class PostgresBackend:
         # Bound now: a streamed download reads after the request's app context is gone.
         self.engine = engine
 
-    def put_stream(self, stream: BinaryIO, key: str | None = None) -> tuple[str, int]:
+    def put_stream(self, stream: IO[bytes], key: str | None = None) -> tuple[str, int]:
         """Write ``stream`` into a new large object in the session's transaction.
 
         The object exists only once the caller commits its metadata row: a rollback or a
@@ -185,7 +185,7 @@ def _record(owner_id: int, key: str, size: int, name: str, content_type: str, jo
     return stored
 
 
-def store_stream(owner_id: int, stream: BinaryIO, name: str, content_type: str,
+def store_stream(owner_id: int, stream: IO[bytes], name: str, content_type: str,
                  job_id: uuid.UUID | None = None) -> StoredFile:
     """Store an upload stream; returns the (uncommitted) metadata row."""
     store = backend()

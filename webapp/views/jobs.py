@@ -188,7 +188,7 @@ def _still_sending(job: Job) -> bool:
     """True for a newsletter whose batches are still going out (the hand-over job finishes first)."""
     if job.kind != "send_newsletter" or job.status != JobStatus.SUCCEEDED.value:
         return False
-    return db.session.scalar(
+    return (db.session.scalar(
         select(func.count()).select_from(Job).where(
             Job.parent_id == job.id, Job.status.not_in([s.value for s in TERMINAL]))
-    ) > 0
+    ) or 0) > 0
