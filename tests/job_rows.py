@@ -43,13 +43,13 @@ def event_times(app, job_id, event: str) -> list:
 
 
 def wait_running(app, job_id) -> None:
-    """Wait until a worker has claimed the job."""
-    wait_for(lambda: row(app, job_id).status == "running", 20, message="the job to start")
+    """Wait until a worker has claimed the job (a worker starting on a busy machine may take a while)."""
+    wait_for(lambda: row(app, job_id).status == "running", 60, message="the job to start")
 
 
 def horse_pid(app, job_id) -> int:
     """The pid of the work process running the job (joins the worker's name with the first heartbeat)."""
-    job = wait_for(lambda: (j := row(app, job_id)).status == "running" and "/" in (j.worker_name or "") and j, 20,
+    job = wait_for(lambda: (j := row(app, job_id)).status == "running" and "/" in (j.worker_name or "") and j, 60,
                    message="the job to start")
     return int(job.worker_name.rsplit("/", 1)[1])
 

@@ -48,6 +48,8 @@ def test_export_from_form_to_downloaded_csv(app, users, live_server, start_worke
     assert len(rows) == 5_001
 
     page.get_by_role("link", name="Jobs").first.click()
+    page.wait_for_url("**/jobs/")
+    page.locator("table.table tbody tr").first.wait_for()
     assert page.locator("table.table tbody tr").count() == 1
     assert "Done" in page.locator("table.table").inner_text()
     screenshot(page, "jobs-list")
