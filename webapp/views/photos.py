@@ -17,6 +17,7 @@ from webapp import queueing, storage
 from webapp.access import visible
 from webapp.extensions import db
 from webapp.image_types import ImageRejected, sniff_image_type
+from webapp.kinds import queue_for
 from webapp.models import Photo, StoredFile
 from webapp.views.jobs import STOP_POLLING
 
@@ -88,7 +89,9 @@ def upload():
                       format=image_type)
         db.session.add(photo)
         db.session.commit()
-        job = queueing.submit("resize_photo", current_user.id, {"photo_id": str(photo.id)}, name)
+        # The first few photos of an upload are interactive work, the rest of a big upload is bulk.
+        job = queueing.submit("resize_photo", current_user.id, {"photo_id": str(photo.id)}, name,
+                              queue=queue_for("resize_photo", position_in_upload=accepted))
         photo.job_id = job.id
         db.session.commit()
         accepted += 1
