@@ -213,6 +213,7 @@ def run_layout(args: argparse.Namespace) -> int:
     slots = [name for name, count in counts.items() for _ in range(count)]
     procs: list[subprocess.Popen | None] = [None] * len(slots)
     started_at = [0.0] * len(slots)
+    restart_at: list[float | None] = [0.0] * len(slots)
     failures = [0] * len(slots)
     stopping = False
 
@@ -231,21 +232,27 @@ def run_layout(args: argparse.Namespace) -> int:
     log.info("layout: %s", ", ".join(f"{n} {name}" for name, n in counts.items()))
     script = os.path.abspath(__file__)
     while True:
+        now = time.monotonic()
         for i, name in enumerate(slots):
             proc = procs[i]
-            if stopping or (proc is not None and proc.poll() is None):
+            if proc is not None and restart_at[i] is None and proc.poll() is not None:
+                # Whatever it left in its process group (RQ's scheduler) goes with it.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                # A process that keeps ending soon after starting backs off, so a broken set-up does not spin.
+                failures[i] = failures[i] + 1 if now - started_at[i] < 10 else 0
+                restart_at[i] = now + (min(30, 2 ** failures[i]) if failures[i] else 0)
+                if not stopping:
+                    log.warning("%s worker ended (exit %s); starting another", name, proc.returncode)
+            if stopping or restart_at[i] is None or now < restart_at[i]:
                 continue
-            if proc is not None:
-                # A process that ends soon after starting backs off, so a broken set-up does not spin.
-                quick = time.monotonic() - started_at[i] < 10
-                failures[i] = failures[i] + 1 if quick else 0
-                if quick and time.monotonic() - started_at[i] < min(30, 2 ** failures[i]):
-                    continue
-                log.warning("%s worker ended (exit %s); starting another", name, proc.returncode)
             procs[i] = subprocess.Popen([sys.executable, script, "--class", name, *passed],
                                         preexec_fn=functools.partial(_child_setup, os.getpid()))  # noqa: PLW1509 - the layout has no threads
-            started_at[i] = time.monotonic()
+            started_at[i], restart_at[i] = now, None
         if stopping and all(proc is None or proc.poll() is not None for proc in procs):
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # anything a worker left behind
             return 0
         time.sleep(0.2)
 
