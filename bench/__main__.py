@@ -21,11 +21,11 @@ from pathlib import Path
 
 from bench import env
 
-BENCHMARKS = ("export", "photos", "reports", "newsletter", "engine", "lunch_rush")
+BENCHMARKS = ("export", "photos", "reports", "newsletter", "engine", "lunch_rush", "interactive")
 # Which table rows each benchmark module writes (by the start of the row's "benchmark").
 ROW_PREFIXES = {"export": ("CSV export",), "photos": ("Photo resize",), "reports": ("PDF report",),
                 "newsletter": ("Newsletter",), "engine": ("Engine overhead",),
-                "lunch_rush": ("Lunch rush", "Saturation")}
+                "lunch_rush": ("Lunch rush", "Saturation"), "interactive": ("Interactive latency",)}
 RESULTS = env.ROOT / "bench" / "results"
 DOC = env.ROOT / "docs" / "BENCHMARKS.md"
 
