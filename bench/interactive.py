@@ -29,7 +29,7 @@ from bench.lunch_rush import TOKEN, Session, free_port, pct, start_web
 from bench.photos import make_photo
 
 PHOTO_UPLOADS = (20, 20, 10)  # 50 photos in three uploads (PHOTO_MAX_FILES is 20)
-EXPORT_EVERY_SECONDS = 3.0
+EXPORT_EVERY_SECONDS = 3.0  # quick: every second, the first at once (its newsletter lasts a second or two)
 
 
 def procfile_worker_args() -> list[str]:
@@ -120,7 +120,7 @@ def reset(application, subscribers: int) -> int:
 
 
 def scenario(application, port: int, workers: list[list[str]], messages: int, photo: bytes,
-             uploads: tuple[int, ...], first_export: float = 1.0) -> dict:
+             uploads: tuple[int, ...], quick: bool = False) -> dict:
     """Start ``workers``, send the newsletter, upload the photos, export every few seconds until the send is done."""
     from redis import Redis
     from sqlalchemy import func, select
@@ -131,8 +131,10 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
 
     newsletter_id = reset(application, messages)
     Redis.from_url(env.REDIS_URL).flushdb()
+    # BENCH_WORKER_LOG=path keeps the workers' output (to see where the time went).
+    log = open(os.environ["BENCH_WORKER_LOG"], "ab") if os.environ.get("BENCH_WORKER_LOG") else subprocess.DEVNULL  # noqa: SIM115
     procs = [subprocess.Popen([sys.executable, str(env.ROOT / "worker.py"), *args], cwd=env.ROOT,
-                              env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True) for args in workers]
     expected = sum(_process_count(args) for args in workers)
     env.wait_for_workers(expected)
@@ -159,7 +161,8 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
                                                     for n in uploads], daemon=True)
         uploader.start()
         deadline = time.monotonic() + 900
-        next_export = time.monotonic() + first_export
+        every = 1.0 if quick else EXPORT_EVERY_SECONDS
+        next_export = time.monotonic() + (0.0 if quick else 1.0)
         with application.app_context():
             while time.monotonic() < deadline:
                 pending = db.session.scalar(select(func.count()).select_from(Delivery).where(
@@ -171,10 +174,12 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
                     break
                 if time.monotonic() >= next_export:
                     status, _b, headers, _t = session.request("POST", "/exports/new", {
-                        "date_from": "2000-01-01", "date_to": "2099-12-31", "status": "", "csrf_token": export_token})
+                        "date_from": "2020-01-01", "date_to": "2029-12-31", "status": "", "csrf_token": export_token})
                     if status == 303:
                         exports.append(urllib.parse.urlsplit(headers["Location"]).path.rsplit("/", 1)[-1])
-                    next_export += EXPORT_EVERY_SECONDS
+                    else:
+                        print(f"interactive bench: export submit answered {status}", file=sys.stderr)
+                    next_export += every
                 time.sleep(0.1)
             uploader.join(300)
             # Every export and photo finishes (in the old layout they all wait for the newsletter).
@@ -187,7 +192,8 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
                 time.sleep(0.2)
             sent_last = db.session.scalar(select(func.max(Delivery.sent_at)).where(
                 Delivery.newsletter_id == newsletter_id))
-            rows = db.session.execute(select(Job.kind, Job.status, Job.created_at, Job.finished_at)).all()
+            rows = db.session.execute(select(Job.kind, Job.status, Job.created_at, Job.started_at,
+                                             Job.finished_at)).all()
     finally:
         stop_sampling.set()
         sampler.join(5)
@@ -198,9 +204,10 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
     export_rows = [r for r in rows if r.kind == "export_orders"]
     photo_rows = [r for r in rows if r.kind == "resize_photo"]
     latencies = [(r.finished_at - r.created_at).total_seconds() for r in export_rows if r.status == "succeeded"]
+    waits = [(r.started_at - r.created_at).total_seconds() for r in export_rows if r.status == "succeeded"]
     return {
         "newsletter_seconds": (sent_last - started).total_seconds() if sent_last else None,
-        "exports": len(exports), "exports_ok": len(latencies), "latencies": latencies,
+        "exports": len(exports), "exports_ok": len(latencies), "latencies": latencies, "waits": waits,
         "photos_ok": sum(1 for r in photo_rows if r.status == "succeeded"), "photos": len(photo_rows),
         "photos_seconds": max(((r.finished_at - started).total_seconds() for r in photo_rows if r.finished_at),
                               default=None),
@@ -241,7 +248,7 @@ def run(quick: bool = False) -> list[dict]:
     try:
         for name, workers in layouts:
             result = scenario(application, port, [[*w, "--no-reconciler"] for w in workers], messages, photo,
-                              uploads, first_export=0.3 if quick else 1.0)
+                              uploads, quick=quick)
             rows.append(_row(name, messages, sum(uploads), result, f"{width * height / 1e6:.0f} MP", orders))
     finally:
         web.terminate()
@@ -260,6 +267,8 @@ def _row(name: str, messages: int, photos: int, result: dict, megapixels: str, o
               f"peak {result['peak_rss_mb']:.0f} MB")
     newsletter = result["newsletter_seconds"]
     note = (f"newsletter {messages:,} messages in {newsletter:.1f} s; " if newsletter else "newsletter not finished; ")
+    if result["waits"]:
+        note += f"exports waited p50 {statistics.median(result['waits']):.1f} s, max {max(result['waits']):.1f} s; "
     note += (f"{result['photos_ok']}/{photos} photos ({megapixels}) "
              f"done after {result['photos_seconds'] or 0:.1f} s; {result['exports_ok']}/{result['exports']} exports; "
              + memory)
