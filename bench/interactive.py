@@ -122,7 +122,7 @@ def reset(application, subscribers: int) -> int:
 
 
 def scenario(application, port: int, workers: list[list[str]], messages: int, photo: bytes,
-             uploads: tuple[int, ...], quick: bool = False) -> dict:
+             uploads: tuple[int, ...], quick: bool = False, exports_too: bool = True) -> dict:
     """Start ``workers``, send the newsletter, upload the photos, export every few seconds until the send is done."""
     from redis import Redis
     from sqlalchemy import func, select
@@ -174,7 +174,7 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
                 db.session.commit()
                 if total == messages and pending == 0:
                     break
-                if time.monotonic() >= next_export:
+                if exports_too and time.monotonic() >= next_export:
                     status, _b, headers, _t = session.request("POST", "/exports/new", {
                         "date_from": "2020-01-01", "date_to": "2029-12-31", "status": "", "csrf_token": export_token})
                     if status == 303:
@@ -250,9 +250,17 @@ def run(quick: bool = False) -> list[dict]:
     try:
         for name, workers in layouts:
             # --no-nice: on a machine shared with other work, nice 19 would measure that other work.
-            result = scenario(application, port, [[*w, "--no-reconciler", "--no-nice"] for w in workers], messages, photo,
-                              uploads, quick=quick)
-            rows.append(_row(name, messages, sum(uploads), result, f"{width * height / 1e6:.0f} MP", orders))
+            flags = [[*w, "--no-reconciler", "--no-nice"] for w in workers]
+            load = os.getloadavg()[0]
+            result = scenario(application, port, flags, messages, photo, uploads, quick=quick)
+            rows.append(_row(name, messages, sum(uploads), result, f"{width * height / 1e6:.0f} MP", orders, load))
+            # The newsletter on its own, as a user of `make run` sends one.
+            load = os.getloadavg()[0]
+            alone = scenario(application, port, flags, messages, photo, (), quick=quick, exports_too=False)
+            rows.append({"benchmark": "Interactive latency under bulk", "variant": f"{name}: the newsletter alone",
+                         "size": f"{messages:,} messages", "seconds": alone["newsletter_seconds"],
+                         "rate": messages / alone["newsletter_seconds"] if alone["newsletter_seconds"] else None,
+                         "note": f"into the dev mail sink (.eml files); load average {load:.1f} at the start"})
     finally:
         web.terminate()
         web.wait(30)
@@ -261,13 +269,13 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def _row(name: str, messages: int, photos: int, result: dict, megapixels: str, orders: int) -> dict:
+def _row(name: str, messages: int, photos: int, result: dict, megapixels: str, orders: int, load: float) -> dict:
     """One table row; says so when there was nothing to measure."""
     latencies = result["latencies"]
     idle = result["idle_rss"]
     memory = (f"worker RSS idle {sum(idle.values()):.0f} MB in {len(idle)} processes "
               f"({', '.join(f'{mb:.0f}' for mb in sorted(idle.values(), reverse=True))}), "
-              f"peak {result['peak_rss_mb']:.0f} MB")
+              f"peak {result['peak_rss_mb']:.0f} MB; load average {load:.1f} at the start (2 cores)")
     newsletter = result["newsletter_seconds"]
     note = (f"newsletter {messages:,} messages in {newsletter:.1f} s; " if newsletter else "newsletter not finished; ")
     if result["waits"]:
