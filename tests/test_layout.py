@@ -6,6 +6,8 @@ import io
 import os
 import shlex
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -58,6 +60,14 @@ def test_every_process_file_starts_the_same_layout():
         queue_classes.layout_counts({"WORKERS_BULK": "two"})
     interactive = queue_classes.BY_NAME["interactive"]
     assert not set(interactive.serves) & {"bulk", "bulk_cpu"}, "interactive processes never take bulk work"
+
+
+def test_a_mistyped_knob_stops_the_layout_with_its_name(test_env):
+    """WORKERS_BULK=two: the layout refuses to start and says which setting is wrong."""
+    result = subprocess.run([sys.executable, str(ROOT / "worker.py"), *procfile_worker_args(), "--no-nice"],
+                            env={**os.environ, "WORKERS_BULK": "two"}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "WORKERS_BULK must be a whole number, not 'two'" in result.stderr
 
 
 def test_the_layout_serves_each_class_restarts_a_dead_process_and_stops_without_orphans(app, start_worker, test_env):
