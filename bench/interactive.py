@@ -67,6 +67,19 @@ def tree_rss_mb(root: int) -> dict[int, float]:
     return {pid: rss.get(pid, 0.0) for pid in tree}
 
 
+def cpu_seconds(pids) -> float:
+    """CPU time used so far by these processes and the children they have reaped (work horses)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / ticks
+
+
 def post_photos(session: Session, port: int, token: str, photo: bytes, count: int) -> int:
     """Upload ``count`` copies of ``photo`` in one multipart form, as the browser's form does; the HTTP status."""
     boundary = uuid.uuid4().hex
@@ -122,7 +135,7 @@ def reset(application, subscribers: int) -> int:
 
 
 def scenario(application, port: int, workers: list[list[str]], messages: int, photo: bytes,
-             uploads: tuple[int, ...], quick: bool = False, exports_too: bool = True) -> dict:
+             uploads: tuple[int, ...], sink_pid: int, quick: bool = False, exports_too: bool = True) -> dict:
     """Start ``workers``, send the newsletter, upload the photos, export every few seconds until the send is done."""
     from redis import Redis
     from sqlalchemy import func, select
@@ -150,6 +163,7 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    cpu_before = cpu_seconds([pid for proc in procs for pid in tree_rss_mb(proc.pid)] + [sink_pid])
     session = Session(port, timeout=60)
     export_token = session.login()
     _s, page, _h, _t = session.request("GET", "/photos/")
@@ -196,6 +210,7 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
                 Delivery.newsletter_id == newsletter_id))
             rows = db.session.execute(select(Job.kind, Job.status, Job.created_at, Job.started_at,
                                              Job.finished_at)).all()
+        cpu_used = cpu_seconds([pid for proc in procs for pid in tree_rss_mb(proc.pid)] + [sink_pid]) - cpu_before
     finally:
         stop_sampling.set()
         sampler.join(5)
@@ -213,7 +228,7 @@ def scenario(application, port: int, workers: list[list[str]], messages: int, ph
         "photos_ok": sum(1 for r in photo_rows if r.status == "succeeded"), "photos": len(photo_rows),
         "photos_seconds": max(((r.finished_at - started).total_seconds() for r in photo_rows if r.finished_at),
                               default=None),
-        "idle_rss": idle, "peak_rss_mb": peak["total"],
+        "idle_rss": idle, "peak_rss_mb": peak["total"], "cpu_seconds": cpu_used,
     }
 
 
@@ -252,15 +267,18 @@ def run(quick: bool = False) -> list[dict]:
             # --no-nice: on a machine shared with other work, nice 19 would measure that other work.
             flags = [[*w, "--no-reconciler", "--no-nice"] for w in workers]
             load = os.getloadavg()[0]
-            result = scenario(application, port, flags, messages, photo, uploads, quick=quick)
+            result = scenario(application, port, flags, messages, photo, uploads, sink.pid, quick=quick)
             rows.append(_row(name, messages, sum(uploads), result, f"{width * height / 1e6:.0f} MP", orders, load))
+            if quick:
+                continue
             # The newsletter on its own, as a user of `make run` sends one.
             load = os.getloadavg()[0]
-            alone = scenario(application, port, flags, messages, photo, (), quick=quick, exports_too=False)
+            alone = scenario(application, port, flags, messages, photo, (), sink.pid, quick=quick, exports_too=False)
             rows.append({"benchmark": "Interactive latency under bulk", "variant": f"{name}: the newsletter alone",
                          "size": f"{messages:,} messages", "seconds": alone["newsletter_seconds"],
                          "rate": messages / alone["newsletter_seconds"] if alone["newsletter_seconds"] else None,
-                         "note": f"into the dev mail sink (.eml files); load average {load:.1f} at the start"})
+                         "note": f"into the dev mail sink (.eml files); {alone['cpu_seconds']:.0f} CPU-s in workers "
+                                 f"and sink (PostgreSQL not counted); load average {load:.1f} at the start"})
     finally:
         web.terminate()
         web.wait(30)
