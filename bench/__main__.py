@@ -2,7 +2,8 @@
 
 Prints one table, writes raw JSON to bench/results/ and (full runs only) the table
 to docs/BENCHMARKS.md. Quick mode runs the same code at tiny sizes, as part of
-``make test``, so the benchmarks never rot; it fails only if a benchmark crashes.
+``make test``, so the benchmarks never rot; it fails only if a benchmark crashes, not when
+the machine is too busy to measure (a row then says "could not measure").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import env
+from bench import CannotMeasure, env
 
 BENCHMARKS = ("export", "photos", "reports", "newsletter", "engine", "lunch_rush", "interactive")
 # Which table rows each benchmark module writes (by the start of the row's "benchmark").
@@ -94,6 +95,12 @@ def main() -> int:
         started = time.perf_counter()
         try:
             result = importlib.import_module(f"bench.{name}").run(quick=args.quick)
+        except CannotMeasure as exc:
+            print(f"bench {name}: could not measure: {exc}", file=sys.stderr)
+            rows.append({"benchmark": name, "variant": "could not measure", "note": str(exc)})
+            if not args.quick:
+                crashed.append(name)  # a full run must not publish a table with a hole
+            continue
         except Exception:  # noqa: BLE001 - report which benchmark broke, run the rest
             traceback.print_exc()
             crashed.append(name)

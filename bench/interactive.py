@@ -255,7 +255,7 @@ def run(quick: bool = False) -> list[dict]:
     sink, sink_port = start_sink(str(scratch / "mail"))
     os.environ.update({"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": str(sink_port)})
     port = free_port()
-    web = start_web(port, "wsgi:app")
+    web = None
     layouts = (
         ("default layout (make run: worker.py " + " ".join(procfile_worker_args()) + ")", [procfile_worker_args()]),
         # Before the queue classes, newsletter batches sat on `fast`, which one worker served first.
@@ -263,6 +263,7 @@ def run(quick: bool = False) -> list[dict]:
     )
     rows = []
     try:
+        web = start_web(port, "wsgi:app")
         for name, workers in layouts:
             # --no-nice: on a machine shared with other work, nice 19 would measure that other work.
             flags = [[*w, "--no-reconciler", "--no-nice"] for w in workers]
@@ -280,8 +281,9 @@ def run(quick: bool = False) -> list[dict]:
                          "note": f"into the dev mail sink (.eml files); {alone['cpu_seconds']:.0f} CPU-s in workers "
                                  f"and sink (PostgreSQL not counted); load average {load:.1f} at the start"})
     finally:
-        web.terminate()
-        web.wait(30)
+        if web is not None:
+            web.terminate()
+            web.wait(30)
         sink.terminate()
         sink.wait(30)
     return rows

@@ -23,7 +23,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
-from bench import env
+from bench import CannotMeasure, env
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -75,7 +75,7 @@ def start_web(port: int, app_path: str, timeout: float = 90) -> subprocess.Popen
                             cwd=env.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_ready(port, timeout, proc)
-    except RuntimeError:
+    except (RuntimeError, CannotMeasure):
         proc.terminate()
         proc.wait(30)
         raise
@@ -100,7 +100,7 @@ def wait_until_ready(port: int, timeout: float, proc: subprocess.Popen | None = 
         if good >= 8:
             return
         time.sleep(0.05 if status == 200 else 0.2)
-    raise RuntimeError(f"gunicorn did not answer /healthz within {timeout:.0f} s")
+    raise CannotMeasure(f"gunicorn did not answer /healthz within {timeout:.0f} s")
 
 
 def free_port() -> int:
