@@ -4,7 +4,9 @@ With no queue names it serves every queue in priority order (fast, default, cpu,
 bulk_cpu). ``--class interactive|bulk|bulk_cpu`` serves what a process of that class of
 work serves (webapp/queue_classes.py). ``--layout`` starts the whole process layout
 (WORKERS_INTERACTIVE, WORKERS_BULK, WORKERS_BULK_CPU processes) and keeps it running:
-it is what ``make run``, the Procfile and docker-compose start. The app is built once, job modules are imported before forking (so each work
+it is what ``make run``, the Procfile and docker-compose start.
+
+The app is built once, job modules are imported before forking (so each work
 horse does not import them again), the process lowers its CPU priority so pages
 stay fast while it works, and after --max-jobs jobs it re-executes itself to hand
 any memory it grew back to the system.

@@ -127,7 +127,10 @@ def main() -> int:
             f"- date: {info['date']}\n- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB\n"
             f"- versions: Python {m['python']}, {m['postgresql']}, Redis {m['redis']}, Pillow {m['pillow']}, "
             f"fpdf2 {m['fpdf2']}, rq {m['rq']}\n\nEach row is the median of its runs (min–max beside it); peak RSS "
-            "is the work process's own (a fresh process per run). Every baseline ran in the same run as ours.\n\n"
+            "is the work process's own (a fresh process per run). Every baseline ran in the same run as ours. "
+            "The interactive-latency rows run the processes `make run` starts (Procfile.dev's worker line) at "
+            "normal CPU priority, against the old single worker; their notes give the machine's load average, "
+            "as the machine these ran on is shared.\n\n"
             + output + "\n")
     if crashed:
         print(f"benchmarks that crashed: {', '.join(crashed)}", file=sys.stderr)

@@ -229,3 +229,14 @@ def test_bulk_work_nobody_takes_is_named_on_the_operations_view(app, users, star
         assert "Bulk work" in html and "start one (WORKERS_BULK)" in html
         waiting = queue_classes.waiting_for(db.session.get(Job, job.id), queueing.redis_conn())
         assert waiting.text.startswith("No worker is taking bulk work right now")
+
+
+def test_a_report_email_waiting_for_its_report_says_so(app, users):
+    """The e-mail of a report still being built waits for the report, whatever its queue holds."""
+    with app.app_context():
+        params = {"date_from": "2026-01-01", "date_to": "2026-12-31", "status": "", "customer": ""}
+        report = queueing.submit("sales_report", users["alice"], params, "Report")
+        mail = queueing.submit("mail_report", users["alice"], {"report_job_id": str(report.id), "recipients": []},
+                               "Mail", depends_on=report)
+        waiting = queue_classes.waiting_for(db.session.get(Job, mail.id), queueing.redis_conn())
+        assert waiting.text == "Starts when the sales report it belongs to has finished."
