@@ -53,6 +53,7 @@ CLASSES: tuple[WorkerClass, ...] = (
                 serves=("bulk_cpu", "bulk", *INTERACTIVE_QUEUES), knob="WORKERS_BULK_CPU", default_processes=1),
 )
 BY_NAME = {worker_class.name: worker_class for worker_class in CLASSES}
+_ALL_QUEUES = frozenset(INTERACTIVE_QUEUES + BULK_QUEUES)
 assert sorted(q for c in CLASSES for q in c.queues) == sorted(INTERACTIVE_QUEUES + BULK_QUEUES)
 
 
@@ -155,7 +156,7 @@ def waiting_for(job: Job, connection) -> Waiting | None:
     Ahead of it: queued jobs a worker serving its queue takes first (higher-priority queues of
     its class, earlier jobs on its own queue) and the jobs those workers are running now.
     """
-    if job.status != "queued" or job.next_retry_at is not None:
+    if job.status != "queued" or job.next_retry_at is not None or job.queue not in _ALL_QUEUES:
         return None
     if job.depends_on_id is not None:
         first = db.session.execute(select(Job.status, Job.kind).where(Job.id == job.depends_on_id)).first()
