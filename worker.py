@@ -45,12 +45,14 @@ from webapp.queueing import get_queue
 log = logging.getLogger("backhaul.worker")
 
 
-def lower_priority() -> str:
+def lower_priority(launcher_session: bool = False) -> str:
     """Make this process yield the CPU to the web process; returns what was done.
 
     ``nice`` alone only works against processes in the same session: the kernel's
     autogroup scheduler shares CPU between sessions first. A worker that leads its
     own session (a separate service, setsid) lowers its whole autogroup instead.
+    With ``launcher_session`` (the layout), so does one whose parent leads the session:
+    honcho and Procfile runners start each line as ``sh -c ...`` in a session of its own.
     """
     done = []
     try:
@@ -58,7 +60,7 @@ def lower_priority() -> str:
         done.append("nice 19")
     except OSError as exc:
         done.append(f"nice failed: {exc}")
-    if os.getsid(0) == os.getpid():
+    if os.getsid(0) == os.getpid() or (launcher_session and os.getsid(0) == os.getppid()):
         try:
             with open("/proc/self/autogroup", "w") as autogroup:
                 autogroup.write("19")
@@ -119,9 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.queues or args.worker_class or args.burst or args.name:
             print("--layout starts whole classes of workers: no queues, --class, --burst or --name", file=sys.stderr)
             return 2
-        if not args.no_nice:
-            # Before the processes start: they inherit the lower priority (and the autogroup's).
-            lower_priority()
         return run_layout(args)
     app = create_app()
     if args.worker_class and args.queues:
@@ -231,7 +230,9 @@ def run_layout(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("layout: %s", ", ".join(f"{n} {name}" for name, n in counts.items()))
+    # Before the processes start: they inherit the lower priority (and the autogroup's).
+    priority = "unchanged" if args.no_nice else lower_priority(launcher_session=True)
+    log.info("layout: %s (%s)", ", ".join(f"{n} {name}" for name, n in counts.items()), priority)
     script = os.path.abspath(__file__)
     while True:
         now = time.monotonic()
