@@ -159,10 +159,10 @@ def waiting_for(job: Job, connection) -> Waiting | None:
     if job.status != "queued" or job.next_retry_at is not None or job.queue not in _ALL_QUEUES:
         return None
     if job.depends_on_id is not None:
-        first = db.session.execute(select(Job.status, Job.kind).where(Job.id == job.depends_on_id)).first()
-        if first is not None and first.status in ("queued", "running"):
+        dependency = db.session.execute(select(Job.status, Job.kind).where(Job.id == job.depends_on_id)).first()
+        if dependency is not None and dependency.status in ("queued", "running"):
             # RQ holds it back until the other job succeeds: its place in the queue means nothing yet.
-            return Waiting(f"Starts when the {_label(first.kind).lower()} it belongs to has finished.", 0, None)
+            return Waiting(f"Starts when the {_label(dependency.kind).lower()} it belongs to has finished.", 0, None)
     worker_class = class_of_queue(job.queue)
     before = worker_class.queues[:worker_class.queues.index(job.queue)]
     mine = job.enqueued_at or job.created_at
