@@ -247,14 +247,15 @@ def run_layout(args: argparse.Namespace) -> int:
                 restart_at[i] = now + (min(30, 2 ** failures[i]) if failures[i] else 0)
                 if not stopping:
                     log.warning("%s worker ended (exit %s); starting another", name, proc.returncode)
-            if stopping or restart_at[i] is None or now < restart_at[i]:
+            due = restart_at[i]
+            if stopping or due is None or now < due:
                 continue
             procs[i] = subprocess.Popen([sys.executable, script, "--class", name, *passed],
                                         preexec_fn=functools.partial(_child_setup, os.getpid()))  # noqa: PLW1509 - the layout has no threads
             started_at[i], restart_at[i] = now, None
         if stopping and all(proc is None or proc.poll() is not None for proc in procs):
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):
+            for proc in filter(None, procs):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)  # anything a worker left behind
             return 0
         time.sleep(0.2)
