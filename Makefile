@@ -13,6 +13,9 @@ export REDIS_URL ?= redis://127.0.0.1:6379/0
 export MAIL_SINK_DIR ?= $(CURDIR)/var/mail
 export PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 export PYTHONPATH := $(CURDIR)
+# Worker processes per class of work for `make run` (worker.py --layout; defaults 1, 2, 1):
+# make run WORKERS_BULK=3
+export WORKERS_INTERACTIVE WORKERS_BULK WORKERS_BULK_CPU
 
 .PHONY: run test test-rq-next venv system-deps bench bench-quick lint typecheck services
 

@@ -2,7 +2,8 @@
 
 Prints one table, writes raw JSON to bench/results/ and (full runs only) the table
 to docs/BENCHMARKS.md. Quick mode runs the same code at tiny sizes, as part of
-``make test``, so the benchmarks never rot; it fails only if a benchmark crashes.
+``make test``, so the benchmarks never rot; it fails only if a benchmark crashes, not when
+the machine is too busy to measure (a row then says "could not measure").
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import env
+from bench import CannotMeasure, env
 
-BENCHMARKS = ("export", "photos", "reports", "newsletter", "engine", "lunch_rush")
+BENCHMARKS = ("export", "photos", "reports", "newsletter", "engine", "lunch_rush", "interactive")
 # Which table rows each benchmark module writes (by the start of the row's "benchmark").
 ROW_PREFIXES = {"export": ("CSV export",), "photos": ("Photo resize",), "reports": ("PDF report",),
                 "newsletter": ("Newsletter",), "engine": ("Engine overhead",),
-                "lunch_rush": ("Lunch rush", "Saturation")}
+                "lunch_rush": ("Lunch rush", "Saturation"), "interactive": ("Interactive latency",)}
 RESULTS = env.ROOT / "bench" / "results"
 DOC = env.ROOT / "docs" / "BENCHMARKS.md"
 
@@ -94,6 +95,12 @@ def main() -> int:
         started = time.perf_counter()
         try:
             result = importlib.import_module(f"bench.{name}").run(quick=args.quick)
+        except CannotMeasure as exc:
+            print(f"bench {name}: could not measure: {exc}", file=sys.stderr)
+            rows.append({"benchmark": name, "variant": "could not measure", "note": str(exc)})
+            if not args.quick:
+                crashed.append(name)  # a full run must not publish a table with a hole
+            continue
         except Exception:  # noqa: BLE001 - report which benchmark broke, run the rest
             traceback.print_exc()
             crashed.append(name)
@@ -120,7 +127,10 @@ def main() -> int:
             f"- date: {info['date']}\n- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB\n"
             f"- versions: Python {m['python']}, {m['postgresql']}, Redis {m['redis']}, Pillow {m['pillow']}, "
             f"fpdf2 {m['fpdf2']}, rq {m['rq']}\n\nEach row is the median of its runs (min–max beside it); peak RSS "
-            "is the work process's own (a fresh process per run). Every baseline ran in the same run as ours.\n\n"
+            "is the work process's own (a fresh process per run). Every baseline ran in the same run as ours. "
+            "The interactive-latency rows run the processes `make run` starts (Procfile.dev's worker line) at "
+            "normal CPU priority, against the old single worker; their notes give the machine's load average, "
+            "as the machine these ran on is shared.\n\n"
             + output + "\n")
     if crashed:
         print(f"benchmarks that crashed: {', '.join(crashed)}", file=sys.stderr)

@@ -16,7 +16,7 @@ from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("BACKHAUL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-DB_NAME = "backhaul_bench"
+DB_NAME = os.environ.get("BACKHAUL_BENCH_DB", "backhaul_bench")
 REDIS_URL = os.environ.get("BACKHAUL_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 # The lunch rush's report: the last half year of orders (about 1,100 pages on the full data set).
 LUNCH_REPORT_DAYS = 180

@@ -23,7 +23,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
-from bench import env
+from bench import CannotMeasure, env
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -64,19 +64,43 @@ class Session:
         return TOKEN.search(page).group(1)
 
 
-def start_web(port: int, app_path: str) -> subprocess.Popen:
-    """gunicorn with 4 sync workers."""
+def start_web(port: int, app_path: str, timeout: float = 90) -> subprocess.Popen:
+    """gunicorn with 4 sync workers, returned once it answers GET /healthz with 200.
+
+    Not a TCP connect: gunicorn's master listens before its workers have booted the app,
+    and a load generator started then measures a server that is not there yet.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", app_path, "--bind", f"127.0.0.1:{port}",
                              "--workers", "4", "--timeout", "120", "--log-level", "warning"],
                             cwd=env.ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    try:
+        wait_until_ready(port, timeout, proc)
+    except (RuntimeError, CannotMeasure):
+        proc.terminate()
+        proc.wait(30)
+        raise
+    return proc
+
+
+def wait_until_ready(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Wait until GET /healthz answers 200 several times in a row (every gunicorn worker has booted)."""
+    deadline = time.monotonic() + timeout
+    good = 0
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode} before it was ready")
         try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return proc
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/healthz")
+            status = conn.getresponse().status
+            conn.close()
         except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("gunicorn did not start")
+            status = None
+        good = good + 1 if status == 200 else 0
+        if good >= 8:
+            return
+        time.sleep(0.05 if status == 200 else 0.2)
+    raise CannotMeasure(f"gunicorn did not answer /healthz within {timeout:.0f} s")
 
 
 def free_port() -> int:
@@ -221,7 +245,11 @@ def saturate(port: int, seconds: float, clients: int, real: bool) -> dict:
     """
     if real:
         session = Session(port)
-        token = session.login()
+        try:
+            token = session.login()
+        except (OSError, AttributeError) as exc:  # a server too busy to log in is not measured
+            print(f"saturation: could not log in: {exc}", file=sys.stderr)
+            return {"rate": 0.0, "p99_ms": None, "errors": 1}
         path, cookie = "/exports/new", session.cookie
         body = urllib.parse.urlencode({"date_from": "1990-01-01", "date_to": "1990-01-02", "status": "",
                                        "csrf_token": token})
@@ -236,18 +264,25 @@ def saturate(port: int, seconds: float, clients: int, real: bool) -> dict:
             env={**os.environ, "BENCH_BODY": body, "BENCH_COOKIE": cookie}, capture_output=True, text=True,
             check=True, timeout=seconds + 60,
         ).stdout
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        print(f"wrk did not finish: {exc}", file=sys.stderr)
+        out = ""
     finally:
         script.unlink(missing_ok=True)
-    p99 = WRK_P99.search(out)
+    rate, p99 = WRK_RATE.search(out), WRK_P99.search(out)
     sockets = WRK_SOCKET.search(out)
     bad = WRK_BAD.search(out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(int(n) for n in sockets.groups()) if sockets else 0)
-    return {"rate": float(WRK_RATE.search(out).group(1)),
+    return {"rate": float(rate.group(1)) if rate else 0.0,
             "p99_ms": float(p99.group(1)) * UNIT_MS[p99.group(2)] if p99 else None, "errors": errors}
 
 
 def saturation(port: int, quick: bool) -> list[dict]:
-    """The bare route and the real submit, alternated a few times; each row is the median run by rate."""
+    """The bare route and the real submit, alternated a few times; each row is the median run by rate.
+
+    A run that served nothing (the machine too busy, the server not answering) is not a
+    measurement: the rows then say so instead of dividing by it.
+    """
     duration, rounds = (3, 1) if quick else (10, 3)
     runs: dict[str, list[dict]] = {"bare": [], "real": []}
     for _ in range(rounds):
@@ -256,15 +291,22 @@ def saturation(port: int, quick: bool) -> list[dict]:
     bare, real = (sorted(runs[mode], key=lambda r: r["rate"])[len(runs[mode]) // 2] for mode in ("bare", "real"))
     spread = {mode: f"{min(r['rate'] for r in runs[mode]):.0f}–{max(r['rate'] for r in runs[mode]):.0f}/s"
               for mode in runs}
-    return [
-        {"benchmark": "Saturation (50 connections)", "variant": "bare insert-then-enqueue route",
-         "size": f"{rounds} x {duration} s", "rate": bare["rate"], "p99_ms": bare["p99_ms"],
-         "note": f"{sum(r['errors'] for r in runs['bare'])} errors; runs {spread['bare']}"},
-        {"benchmark": "Saturation (50 connections)", "variant": "backhaul export submit (login, CSRF)",
-         "size": f"{rounds} x {duration} s", "rate": real["rate"], "p99_ms": real["p99_ms"],
-         "note": f"{sum(r['errors'] for r in runs['real'])} errors; runs {spread['real']}; "
-                 f"{real['rate'] / bare['rate'] * 100:.0f}% of bare; wrk on the same 2 cores"},
-    ]
+    size = f"{rounds} x {duration} s"
+    rows = []
+    for mode, variant, run_ in (("bare", "bare insert-then-enqueue route", bare),
+                                ("real", "backhaul export submit (login, CSRF)", real)):
+        errors = sum(r["errors"] for r in runs[mode])
+        if run_["rate"] <= 0:
+            rows.append({"benchmark": "Saturation (50 connections)", "variant": variant, "size": size,
+                         "note": f"could not measure: no request completed ({errors} errors)"})
+            continue
+        note = f"{errors} errors; runs {spread[mode]}"
+        if mode == "real":
+            share = f"{real['rate'] / bare['rate'] * 100:.0f}% of bare" if bare["rate"] > 0 else "bare not measured"
+            note += f"; {share}; wrk on the same 2 cores"
+        rows.append({"benchmark": "Saturation (50 connections)", "variant": variant, "size": size,
+                     "rate": run_["rate"], "p99_ms": run_["p99_ms"], "note": note})
+    return rows
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -280,7 +322,7 @@ def run(quick: bool = False) -> list[dict]:
                                 env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True) for _ in range(2)]
     try:
-        time.sleep(2)
+        env.wait_for_workers(2)
         backhaul = rush(port, users, window, inline=False, page_rate=rate)
         rows += summarise("backhaul", backhaul)
         for proc in workers:

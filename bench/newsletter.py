@@ -43,7 +43,7 @@ def end_to_end(count: int, workers: int, batch_size: int) -> dict:
         db.session.commit()
         # Workers already running, as in production (a burst worker that starts before the
         # fan-out finds its queue empty and leaves); timed from the submit to the last mark.
-        procs = [env.worker_process("fast", burst=False) for _ in range(workers)]
+        procs = [env.worker_process("bulk", burst=False) for _ in range(workers)]
         env.wait_for_workers(workers)
         started = time.perf_counter()
         queueing.submit("send_newsletter", owner, {"newsletter_id": newsletter.id}, "bench")

@@ -111,8 +111,11 @@ def create(
     *,
     depends_on: Job | None = None,
     parent: Job | None = None,
+    queue: str | None = None,
 ) -> Job:
     """Insert a queued job row for ``kind`` and its "submitted" event (the caller commits).
+
+    ``queue`` overrides the kind's queue for this job (see kinds.queue_for).
 
     One statement writes both (the job's INSERT feeds the event's through a CTE): this
     runs in every submit request. The returned Job is never added to the session: it
@@ -122,7 +125,7 @@ def create(
     job_id = uuid.uuid4()
     now = utcnow()
     values: dict[str, Any] = {
-        "id": job_id, "kind": kind, "owner_id": owner_id, "status": Q.value, "queue": policy.queue,
+        "id": job_id, "kind": kind, "owner_id": owner_id, "status": Q.value, "queue": queue or policy.queue,
         "title": title[:200], "params": params, "result": None, "message": "Queued", "error": None,
         "progress_done": 0, "progress_total": None, "attempts": 0, "max_attempts": policy.max_attempts,
         # The first delivery's RQ id is set with the row, so submitting costs one transaction.

@@ -47,13 +47,13 @@ def retry_delay(attempt: int) -> float:
 
 
 def submit(kind: str, owner_id: int, params: dict, title: str, *, depends_on: Job | None = None,
-           parent: Job | None = None) -> Job:
+           parent: Job | None = None, queue: str | None = None) -> Job:
     """Create the row, commit it, then hand it to Redis (the order matters: a fast worker must find the row).
 
     The returned Job is not in the session and carries every column as written, so
     handing it over and redirecting to it cost no second query.
     """
-    job = jobstate.create(kind, owner_id, params, title, depends_on=depends_on, parent=parent)
+    job = jobstate.create(kind, owner_id, params, title, depends_on=depends_on, parent=parent, queue=queue)
     db.session.commit()
     assert job.rq_job_id, "create() names the first delivery"
     _push(job, job.rq_job_id, first=True, depends_on=depends_on)
@@ -83,7 +83,8 @@ def _push(job: Job, rq_job_id: str, *, first: bool, depends_on: Job | None) -> b
         if depends_on is not None and depends_on.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
             # RQ decides atomically: it queues this one at once if the other has already finished.
             options["depends_on"] = depends_on.rq_job_id
-        get_queue(policy.queue).enqueue(policy.func, str(job.id), **options)
+        # The row's queue, not the kind's: it may have been chosen for this submission (kinds.queue_for).
+        get_queue(job.queue).enqueue(policy.func, str(job.id), **options)
     except RedisError as exc:
         log.warning("job %s not handed to Redis (%s); the reconciler will retry", job.id, exc)
         jobstate.note_handed_to_queue(job.id, rq_job_id, ok=False)

@@ -88,13 +88,15 @@
       take(event.dataTransfer.files);
     });
 
-    function send(file, item, token) {
+    function send(file, item, token, position) {
       return new Promise(function (resolve) {
         var bar = item.querySelector("progress");
         var state = item.querySelector(".upload-state");
         var body = new FormData();
         body.append("csrf_token", token);
         body.append("photos", file, file.name);
+        // Its place in this upload: the first few are resized at once, the rest as bulk work.
+        body.append("position", String(position));
         var xhr = new XMLHttpRequest();
         xhr.open("POST", form.action);
         xhr.setRequestHeader("Accept", "application/json");
@@ -158,7 +160,7 @@
         if (next >= files.length) return Promise.resolve();
         var index = next++;
         var file = files[index];
-        var check = file.size > maxBytes ? Promise.resolve(false) : send(file, items[index], token);
+        var check = file.size > maxBytes ? Promise.resolve(false) : send(file, items[index], token, index);
         if (file.size > maxBytes) {
           items[index].classList.add("upload-failed");
           items[index].querySelector(".upload-state").textContent = "Larger than " + sizeText(maxBytes);

@@ -10,14 +10,15 @@ import uuid
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 
 from webapp import queueing, storage
 from webapp.access import visible
 from webapp.extensions import db
 from webapp.image_types import ACCEPT_ATTRIBUTE, ACCEPTED, ImageRejected, sniff_image_type
-from webapp.models import Photo, StoredFile
+from webapp.kinds import INTERACTIVE_PHOTOS_PER_UPLOAD, queue_for
+from webapp.models import Job, JobStatus, Photo, StoredFile
 from webapp.views.jobs import STOP_POLLING
 
 bp = Blueprint("photos", __name__, url_prefix="/photos")
@@ -82,7 +83,13 @@ def upload():
             return jsonify({"error": message}), 400
         flash(message, "error")
         return redirect(url_for("photos.index"), code=303)
-    outcomes = [_accept(upload_file) for upload_file in files]
+    # The page sends one file per request with its place in the upload; a form post sends them all.
+    first = request.form.get("position", type=int) or 0
+    # Whatever a client says, an account with many photos already waiting as interactive work
+    # gets bulk work: nobody can fill the interactive queue with photos one request at a time.
+    flooding = _interactive_photos_waiting() >= 2 * INTERACTIVE_PHOTOS_PER_UPLOAD
+    outcomes = [_accept(upload_file, INTERACTIVE_PHOTOS_PER_UPLOAD if flooding else max(0, first) + i)
+                for i, upload_file in enumerate(files)]
     if as_json:
         return jsonify({"files": outcomes})
     for outcome in outcomes:
@@ -94,8 +101,23 @@ def upload():
     return redirect(url_for("photos.index"), code=303)
 
 
-def _accept(upload_file: FileStorage) -> dict:
-    """Store one upload and queue its resize; its name, and the photo id or the reason it was refused."""
+def _interactive_photos_waiting() -> int:
+    """How many of this account's photos wait or run as interactive work right now (counted up to twice the cap)."""
+    return db.session.scalar(
+        select(func.count()).select_from(
+            select(Job.id).where(Job.owner_id == current_user.id, Job.kind == "resize_photo",
+                                 Job.queue == queue_for("resize_photo"),
+                                 Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+            .limit(2 * INTERACTIVE_PHOTOS_PER_UPLOAD).subquery())
+    ) or 0
+
+
+def _accept(upload_file: FileStorage, position: int) -> dict:
+    """Store one upload and queue its resize; its name, and the photo id or the reason it was refused.
+
+    ``position`` is the photo's place in its upload: the first few are interactive work, the
+    rest of a big upload is bulk (webapp/kinds.py queue_for).
+    """
     name = storage.safe_filename(upload_file.filename or "photo")
     try:
         image_type = check_upload(upload_file)
@@ -106,7 +128,8 @@ def _accept(upload_file: FileStorage) -> dict:
                   format=image_type)
     db.session.add(photo)
     db.session.commit()
-    job = queueing.submit("resize_photo", current_user.id, {"photo_id": str(photo.id)}, name)
+    job = queueing.submit("resize_photo", current_user.id, {"photo_id": str(photo.id)}, name,
+                          queue=queue_for("resize_photo", position_in_upload=position))
     photo.job_id = job.id
     db.session.commit()
     return {"name": name, "error": None, "photo_id": str(photo.id)}
