@@ -167,7 +167,7 @@ def run_job(job_id: str, fn: Callable[[JobContext], dict]) -> dict[str, Any]:
         result = fn(ctx) or {}
     except JobCancelled:
         _discard_uncommitted_outputs()
-        jobstate.mark_cancelled(row_id, "Cancelled while running; nothing was kept")
+        jobstate.mark_cancelled(row_id, "Cancelled while it ran. Nothing from the unfinished run was kept.")
         return {"job_id": job_id, "outcome": "cancelled"}
     except JobTimeoutException:
         _discard_uncommitted_outputs()

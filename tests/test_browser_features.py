@@ -41,7 +41,7 @@ def test_a_newsletter_send_shows_its_progress_and_report(app, users, live_server
     page.get_by_role("button", name="Save and preview").click()
     page.get_by_role("button", name="Send to all subscribers").click()
     page.get_by_role("dialog").get_by_role("button", name="Send now").click()
-    start_worker("fast")
+    start_worker("fast", "bulk")
     page.wait_for_function("() => document.querySelector('#send-progress').innerText.includes('300 sent')",
                            timeout=60_000)
     screenshot(page, "newsletter-sent")

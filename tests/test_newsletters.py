@@ -54,7 +54,7 @@ def test_a_test_send_arrives_in_my_inbox(app, as_alice, burst_worker, mailbox):
     """'Send a test to me' delivers one [TEST] message to the author."""
     newsletter_id = compose(as_alice)
     as_alice.post(f"/newsletters/{newsletter_id}/test", form_page=f"/newsletters/{newsletter_id}")
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     assert [m["Subject"] for m in mailbox.messages] == ["[TEST] Spring news"]
     assert mailbox.messages[0]["To"] == "alice@example.com"
 
@@ -64,7 +64,7 @@ def test_everyone_gets_exactly_one_personalised_message(app, as_alice, burst_wor
     add_subscribers(app, 450, {7: "<script>alert('x')</script>", 8: "Eve\r\nBcc: attacker@evil.example"})
     newsletter_id = compose(as_alice)
     send(as_alice, newsletter_id)
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     received = mailbox.messages
     recipients = mailbox.recipients
     assert len(received) == 450 and len(set(recipients)) == 450
@@ -90,7 +90,7 @@ def test_a_long_paragraph_is_delivered_intact(app, as_alice, burst_worker, mailb
     add_subscribers(app, 2)
     paragraph = "Ünïcode news. " * 400
     send(as_alice, compose(as_alice, body=f"Hello {{{{ name }}}},\n\n{paragraph}"))
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     assert len(mailbox.messages) == 2
     assert paragraph.strip() in mailbox.messages[0].get_body(("plain",)).get_content()
 
@@ -100,13 +100,13 @@ def test_running_a_batch_again_sends_nothing_twice(app, users, as_alice, burst_w
     add_subscribers(app, 30)
     newsletter_id = compose(as_alice)
     send(as_alice, newsletter_id)
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     assert len(mailbox.messages) == 30
     with app.app_context():
         parent = db.session.get(Newsletter, newsletter_id).send_job_id
         queueing.submit("newsletter_batch", users["alice"], {"newsletter_id": newsletter_id, "batch_no": 0},
                         "again", parent=db.session.get(Job, parent))
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     assert len(mailbox.messages) == 30
 
 
@@ -116,7 +116,7 @@ def test_a_refused_address_is_reported_and_the_rest_are_delivered(app, as_alice,
     mailbox.refuse("sub5@example.com", "550 5.1.1 <sub5@example.com>: user unknown")
     newsletter_id = compose(as_alice)
     send(as_alice, newsletter_id)
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     assert len(mailbox.messages) == 19
     report = as_alice.get(f"/newsletters/{newsletter_id}/report").get_data(as_text=True)
     assert "sub5@example.com" in report and "550" in report and "user unknown" in report
@@ -130,7 +130,7 @@ def test_an_smtp_server_that_is_down_marks_nothing_sent(app, as_alice, burst_wor
     newsletter_id = compose(as_alice)
     send(as_alice, newsletter_id)
     monkeypatch.setenv("MAIL_PORT", str(free_port()))
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     with app.app_context():
         batch = db.session.scalar(select(Job).where(Job.kind == "newsletter_batch"))
         assert batch.status == "queued", "handed back for a later retry"
@@ -143,7 +143,7 @@ def test_the_unsubscribe_link_confirms_and_nothing_more_is_sent(app, as_alice, c
     """GET shows a confirmation, POST unsubscribes, and the next newsletter skips that address."""
     add_subscribers(app, 3)
     send(as_alice, compose(as_alice))
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     message = next(m for m in mailbox.messages if m["To"].addresses[0].addr_spec == "sub2@example.com")
     link = message["List-Unsubscribe"].strip("<>").replace("http://backhaul.test", "")
     confirm = client.get(link).get_data(as_text=True)
@@ -153,7 +153,7 @@ def test_the_unsubscribe_link_confirms_and_nothing_more_is_sent(app, as_alice, c
     assert client.get(link[:-3] + "abc").status_code == 404, "a tampered link is refused"
     mailbox.clear()
     send(as_alice, compose(as_alice, subject="Second"))
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     assert sorted(m["To"].addresses[0].addr_spec for m in mailbox.messages) == ["sub1@example.com",
                                                                               "sub3@example.com"]
 
@@ -169,7 +169,7 @@ def test_a_csv_import_adds_valid_addresses_and_explains_the_rest(app, as_admin, 
                                  form_page="/subscribers/", content_type="multipart/form-data")
         assert response.status_code == 303
         job_id = response.headers["Location"].rsplit("/", 1)[-1]
-        burst_worker("default")
+        burst_worker("bulk")
         row = as_admin.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).get_json()
         assert row["status"] == "succeeded", row
         assert row["result"]["added"] == expected_added
@@ -197,7 +197,7 @@ def test_a_worker_killed_mid_batch_sends_each_address_at_most_once_more(app, as_
     mailbox.delay = 0.01
     newsletter_id = compose(as_alice)
     send(as_alice, newsletter_id)
-    start_worker("fast")
+    start_worker("fast", "bulk")
     wait_for(lambda: mailbox.count >= 40, 60, message="sending to be under way")
 
     def running_batch_pid() -> int | None:
@@ -228,7 +228,7 @@ def test_cancelling_a_send_stops_it_and_keeps_what_was_sent(app, as_alice, start
     mailbox.delay = 0.01
     newsletter_id = compose(as_alice)
     send(as_alice, newsletter_id)
-    start_worker("fast")
+    start_worker("fast", "bulk")
     wait_for(lambda: mailbox.count >= 20, 60, message="sending to be under way")
     as_alice.post(f"/newsletters/{newsletter_id}/cancel", form_page=f"/newsletters/{newsletter_id}")
     page = wait_for(lambda: "stopped" in (p := as_alice.get(f"/newsletters/{newsletter_id}").get_data(as_text=True))

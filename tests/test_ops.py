@@ -85,12 +85,11 @@ def test_a_self_test_from_the_ops_page_runs_on_a_worker(app, as_admin, burst_wor
     assert "Self-test" in page and "p95" in page
 
 
-def test_the_scaling_hint_follows_the_queue_depth_rule():
-    """Quiet queues: no hint; over 100 waiting or a job waiting 5 minutes: add a worker; over 500: add several."""
-    from webapp.views.ops import scaling_hint
+def test_waiting_jobs_no_queue_holds_are_named_as_stuck_not_as_a_reason_to_scale():
+    """Rows waiting for minutes while every queue is empty mean the hand-over is stuck; queues with work do not."""
+    from webapp.views.ops import stuck_hint
 
-    assert scaling_hint({"fast": 3, "default": 0, "cpu": 0}, {"fast": 2.0}) is None
-    assert "add a worker" in scaling_hint({"fast": 150, "default": 0, "cpu": 0}, {})
-    assert "add a worker" in scaling_hint({"fast": 1, "default": 0, "cpu": 0}, {"fast": 600.0})
-    assert "add several workers" in scaling_hint({"fast": 0, "default": 0, "cpu": 900}, {})
-    assert scaling_hint(None, {}) is None
+    assert "no worker is handing them over" in stuck_hint({"fast": 0, "default": 0, "cpu": 0}, {"fast": 3600.0})
+    assert stuck_hint({"fast": 0, "default": 0, "cpu": 0}, {"fast": 20.0}) is None
+    assert stuck_hint({"fast": 40, "default": 0, "cpu": 0}, {"fast": 3600.0}) is None
+    assert stuck_hint(None, {"fast": 3600.0}) is None

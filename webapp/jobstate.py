@@ -227,7 +227,7 @@ def interrupt(job_id: uuid.UUID, reason: str, *, count_attempt: bool = True) -> 
     if job is None or job.status != R.value:
         return None
     if job.cancel_requested:
-        return mark_cancelled(job_id, "Cancelled (stopped while running); partial output removed")
+        return mark_cancelled(job_id, "Cancelled while it ran. Nothing from the unfinished run was kept.")
     if count_attempt and job.attempts >= job.max_attempts:
         return fail(job_id, f"{reason}; gave up after {job.attempts} attempts")
     attempts = job.attempts if count_attempt else max(0, job.attempts - 1)

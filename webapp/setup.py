@@ -38,7 +38,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount one blueprint per feature, plus rq-dashboard at /rq; throttle the login."""
-    from webapp import throttle
+    from webapp import queue_classes, throttle
     from webapp.views import (
         auth,
         devmail,
@@ -62,6 +62,7 @@ def register_blueprints(app: Flask) -> None:
     throttle.register_login_throttle(app)
     rqdash.mount(app)
     app.context_processor(lambda: {"nav_items": nav_items})
+    queue_classes.init_app(app)
 
 
 # (label, endpoint, admin only); entries whose blueprint is not registered are left out.

@@ -25,9 +25,7 @@ from webapp.models.job import utcnow
 bp = Blueprint("ops", __name__)
 
 # The queue-depth rule: a queue this deep, or a job waiting this long, needs more workers.
-ADD_WORKERS_DEPTH = 100
-ADD_MORE_WORKERS_DEPTH = 500
-WAITING_TOO_LONG_SECONDS = 300
+STUCK_AFTER_SECONDS = 300
 
 
 def admin_required(view):
@@ -92,25 +90,17 @@ def _slowest(now) -> list[tuple[str, int, float, float]]:
     )]
 
 
-def scaling_hint(depths: dict[str, int] | None, ages: dict[str, float]) -> str | None:
-    """The queue-depth rule in words, or None when every queue is healthy.
+def stuck_hint(depths: dict[str, int] | None, ages: dict[str, float]) -> str | None:
+    """Words for jobs that wait while no queue holds them (nothing to scale: the hand-over is stuck), or None.
 
-    Depth alone flickers; a job waiting more than five minutes is the same signal
-    smoothed over time, and needs no stored history of depth samples.
+    How many processes each class of work needs is said per class (templates/ops/_classes.html).
     """
     if depths is None:
         return None
-    deepest = max(depths.values() or [0])
     oldest = max(ages.values() or [0])
-    if deepest > ADD_MORE_WORKERS_DEPTH:
-        return f"A queue holds {deepest} jobs: add several workers (over {ADD_MORE_WORKERS_DEPTH} waiting)."
-    if deepest == 0 and oldest > WAITING_TOO_LONG_SECONDS:
-        # Waiting rows that no queue holds: nothing to scale; the hand-over is what is stuck.
+    if sum(depths.values()) == 0 and oldest > STUCK_AFTER_SECONDS:
         return (f"Jobs have waited {oldest / 60:.0f} min without being in any queue: no worker is handing them "
                 "over. Check that at least one worker is running and can reach Redis.")
-    if deepest > ADD_WORKERS_DEPTH or oldest > WAITING_TOO_LONG_SECONDS:
-        return (f"A queue holds {deepest} jobs and the oldest has waited {oldest / 60:.0f} min: add a worker "
-                f"(rule: over {ADD_WORKERS_DEPTH} waiting, or waiting over {WAITING_TOO_LONG_SECONDS // 60} min).")
     return None
 
 
@@ -155,7 +145,7 @@ def _overview() -> dict:
         "retried": retried,
         "failure_rate": (failed / (done + failed) * 100) if done + failed else 0.0,
         "slowest": _slowest(now),
-        "hint": scaling_hint(depths, ages),
+        "hint": stuck_hint(depths, ages),
         "kinds": KINDS,
     }
 
