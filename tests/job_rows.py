@@ -73,3 +73,41 @@ def alive(pid: int) -> bool:
 def report(case: str, seconds: float) -> None:
     """Print a measured time for the note (see them with ``pytest -s``)."""
     print(f"\nMEASURED {case}: {seconds:.1f} s")
+
+
+def http_client(base: str):
+    """A cookie-keeping HTTP client logged in as alice; returns (opener, csrf token)."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+    import urllib.request
+
+    from tests.conftest import PASSWORD
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = opener.open(f"{base}/login", timeout=30).read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    body = urllib.parse.urlencode({"email": "alice@example.com", "password": PASSWORD, "csrf_token": token})
+    opener.open(f"{base}/login", body.encode(), timeout=30).read()
+    page = opener.open(f"{base}/exports/new", timeout=30).read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return opener, token
+
+
+def submit_exports_over_http(base: str, clients: int, per_client: int) -> int:
+    """``clients`` logged-in HTTP clients each send ``per_client`` export forms at once; how many were accepted."""
+    import urllib.parse
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client_run(_n: int) -> int:
+        opener, token = http_client(base)
+        ok = 0
+        for _ in range(per_client):
+            body = urllib.parse.urlencode({"date_from": "1990-01-01", "date_to": "1990-01-02", "status": "",
+                                           "csrf_token": token})
+            with opener.open(f"{base}/exports/new", body.encode(), timeout=30) as response:
+                ok += response.status == 200 and "/jobs/" in response.url
+        return ok
+
+    with ThreadPoolExecutor(clients) as pool:
+        return sum(pool.map(client_run, range(clients)))

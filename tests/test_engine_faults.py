@@ -28,7 +28,17 @@ from sqlalchemy import func, select, text
 
 from scripts.mail_sink import free_port
 from tests.conftest import wait_for
-from tests.job_rows import event_times, events, horse_pid, process_gone, report, row, submit
+from tests.job_rows import (
+    event_times,
+    events,
+    horse_pid,
+    http_client,
+    process_gone,
+    report,
+    row,
+    submit,
+    submit_exports_over_http,
+)
 from webapp.extensions import db
 from webapp.models import Job, JobEvent, StoredFile
 from webapp.models.job import utcnow
@@ -212,10 +222,6 @@ def test_exports_under_repeated_worker_kills_each_succeed_once_and_leave_no_stra
                                                                                       start_worker, test_env):
     """200 exports from 20 clients while one of two workers is SIGKILLed every few seconds and restarted at
     once: every export succeeds exactly once, has exactly one file, and no file is left that no row names."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.test_reliability import _http_client
-
     per_client, clients = 10, 20
     workers = [start_worker("default"), start_worker("default")]
     stop = threading.Event()
@@ -229,23 +235,12 @@ def test_exports_under_repeated_worker_kills_each_succeed_once_and_leave_no_stra
             workers[kills % 2] = start_worker("default")
             kills += 1
 
-    def client_run(_n: int) -> int:
-        opener, token = _http_client(live_server)
-        ok = 0
-        for _ in range(per_client):
-            body = urllib.parse.urlencode({"date_from": "1990-01-01", "date_to": "1990-01-02", "status": "",
-                                           "csrf_token": token})
-            with opener.open(f"{live_server}/exports/new", body.encode(), timeout=30) as response:
-                ok += response.status == 200 and "/jobs/" in response.url
-        return ok
-
     # Earlier tests of the session share the storage folder: count only what this test adds.
     before = _storage_files(Path(test_env["STORAGE_DIR"]))
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        with ThreadPoolExecutor(clients) as pool:
-            accepted = sum(pool.map(client_run, range(clients)))
+        accepted = submit_exports_over_http(live_server, clients, per_client)
         assert accepted == per_client * clients
 
         def succeeded() -> int:
@@ -375,10 +370,8 @@ def test_the_first_job_starts_within_seconds_after_a_minute_long_redis_outage(ap
 
 def _logged_in(base: str):
     """A logged-in HTTP client, or None when a dropped connection answered 503 (try again)."""
-    from tests.test_reliability import _http_client
-
     try:
-        return _http_client(base)
+        return http_client(base)
     except urllib.error.HTTPError as exc:
         if exc.code != 503:
             raise

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 
 from scripts.mail_sink import free_port
 from tests.conftest import wait_for
-from tests.job_rows import events, horse_pid, report, row, submit, wait_running
+from tests.job_rows import events, horse_pid, report, row, submit, submit_exports_over_http, wait_running
 from webapp import queueing
 from webapp.extensions import db
 from webapp.models import Job, JobEvent
@@ -225,47 +225,13 @@ def _pings(url: str) -> bool:
         return False
 
 
-def _http_client(base: str):
-    """A cookie-keeping HTTP client logged in as alice; returns (opener, csrf token)."""
-    import http.cookiejar
-    import re
-    import urllib.parse
-    import urllib.request
-
-    from tests.conftest import PASSWORD
-
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    page = opener.open(f"{base}/login", timeout=30).read().decode()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    body = urllib.parse.urlencode({"email": "alice@example.com", "password": PASSWORD, "csrf_token": token})
-    opener.open(f"{base}/login", body.encode(), timeout=30).read()
-    page = opener.open(f"{base}/exports/new", timeout=30).read().decode()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    return opener, token
-
-
 def test_a_burst_of_1000_submits_from_20_clients_runs_each_job_exactly_once(app, users, live_server, start_worker):
     """1,000 exports submitted over HTTP by 20 concurrent clients all finish, each started and finished once."""
-    import urllib.parse
-    from concurrent.futures import ThreadPoolExecutor
-
     per_client, clients = 50, 20
-
-    def client_run(_n: int) -> int:
-        opener, token = _http_client(live_server)
-        ok = 0
-        for _ in range(per_client):
-            body = urllib.parse.urlencode({"date_from": "1990-01-01", "date_to": "1990-01-02", "status": "",
-                                           "csrf_token": token})
-            with opener.open(f"{live_server}/exports/new", body.encode(), timeout=30) as response:
-                ok += response.status == 200 and "/jobs/" in response.url
-        return ok
-
     start_worker("default")
     start_worker("default")
     started = time.monotonic()
-    with ThreadPoolExecutor(clients) as pool:
-        accepted = sum(pool.map(client_run, range(clients)))
+    accepted = submit_exports_over_http(live_server, clients, per_client)
     assert accepted == per_client * clients
     submitted = time.monotonic()
 
