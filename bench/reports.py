@@ -43,10 +43,15 @@ def backhaul(path: str, count: int) -> dict:
     from jobs.report_pdf import build_sales_report
 
     series = [(f"2026-{m:02d}", Decimal(1000 * m)) for m in range(1, 13)]
-    monthly = [(f"2026-{m:02d}", count // 12, Decimal(1000 * m)) for m in range(1, 13)]
+    monthly = [(f"2026-{m:02d}", count // 12, Decimal(1000 * m), Decimal(50 * m)) for m in range(1, 13)]
+    # The same shape of figures as jobs/sales_report.py hands the layout.
+    paid, other = count * 9 // 10, count - count * 9 // 10
+    totals = {"orders": count, "revenue": Decimal("1234567.89"), "revenue_orders": paid, "average": Decimal("12.34"),
+              "by_status": [("paid", paid, Decimal("1234567.89")), ("cancelled", other, Decimal("4567.10"))],
+              "currency": "EUR"}
     built = build_sales_report(
         path, title="Sales report", period_label="2026-01-01 to 2026-12-31", generated_at=datetime.now(UTC),
-        totals={"orders": count, "revenue": Decimal("1234567.89"), "average": Decimal("12.34")},
+        totals=totals,
         series=series, monthly=monthly, orders=order_rows(count), order_count=count,
     )
     return {"pages": built["pages"]}
