@@ -22,7 +22,7 @@ def test_two_uploaded_photos_turn_into_thumbnails(app, users, live_server, start
     page.set_input_files("input#photos", [str(first), str(second)])
     page.get_by_role("button", name="Upload").click()
     page.get_by_text("2 of 2 uploaded").wait_for()
-    page.wait_for_function("document.querySelectorAll('.photo-card .spinner').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('.photo-card .spinner').length === 2")
     start_worker("cpu")
     page.wait_for_function("() => document.querySelectorAll('.photo-card img').length === 2", timeout=30_000)
     page.wait_for_function("() => [...document.querySelectorAll('.photo-card img')].every(i => i.complete && i.naturalWidth > 0)")
@@ -42,7 +42,7 @@ def test_a_newsletter_send_shows_its_progress_and_report(app, users, live_server
     page.get_by_role("button", name="Send to all subscribers").click()
     page.get_by_role("dialog").get_by_role("button", name="Send now").click()
     start_worker("fast", "bulk")
-    page.wait_for_function("() => document.querySelector('#send-progress').innerText.includes('300 sent')",
+    page.wait_for_function("() => (document.querySelector('#send-progress')?.innerText || '').includes('300 sent')",
                            timeout=60_000)
     screenshot(page, "newsletter-sent")
     assert len(mailbox.messages) == 300

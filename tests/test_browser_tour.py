@@ -50,7 +50,7 @@ def test_a_tour_of_every_page_at_desktop_and_phone_size(app, users, live_server,
     page.goto(f"{live_server}/photos/")
     page.set_input_files("input#photos", [str(first), str(second)])
     page.locator("main form button[type=submit]").first.click()
-    page.wait_for_function("document.querySelectorAll('.photo-card img').length === 2", timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('.photo-card img').length === 2", timeout=30_000)
     photo_url = page.locator(".photo-card a").first.get_attribute("href")
     page.goto(f"{live_server}/newsletters/new")
     page.get_by_label("Subject").fill("Autumn sale")

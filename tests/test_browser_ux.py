@@ -8,6 +8,7 @@ import pytest
 from tests.browser import login, screenshot
 from tests.conftest import PASSWORD
 from tests.test_photos import jpeg_bytes, upload
+from webapp.kinds import QUEUES
 
 pytestmark = pytest.mark.browser
 
@@ -48,7 +49,7 @@ def test_four_finished_photos_are_one_toast_that_covers_nothing_and_goes_away(
     """Four photos finished while the owner was elsewhere: one '4 photos ready' toast, clear of every control;
     the close button removes it, and on its own it leaves after a few seconds."""
     upload(as_alice, *[(f"shoe-{n}.jpg", jpeg_bytes((600, 400))) for n in range(4)])
-    burst_worker("cpu")
+    burst_worker("cpu", "bulk_cpu")  # the fourth photo of an upload is bulk work
     context, page = browser_tab(chromium, viewport)
     login(page, live_server, "alice@example.com", PASSWORD)
     page.goto(f"{live_server}/exports/new")
@@ -62,9 +63,9 @@ def test_four_finished_photos_are_one_toast_that_covers_nothing_and_goes_away(
     assert box["width"] >= 44 and box["height"] >= 44
     if viewport is PHONE:
         page.locator("#toasts .toast-close").click()
-        page.wait_for_function("document.querySelectorAll('#toasts .toast').length === 0", timeout=2_000)
+        page.wait_for_function("() => document.querySelectorAll('#toasts .toast').length === 0", timeout=2_000)
     else:
-        page.wait_for_function("document.querySelectorAll('#toasts .toast').length === 0", timeout=12_000)
+        page.wait_for_function("() => document.querySelectorAll('#toasts .toast').length === 0", timeout=12_000)
     context.close()
 
 
@@ -119,7 +120,7 @@ def test_a_failing_poll_says_so_and_polling_carries_on(app, users, live_server, 
     page.goto(f"{live_server}/exports/new")
     page.get_by_text("still trying").wait_for(timeout=15_000)
     page.unroute("**/jobs/announcements*")
-    page.wait_for_function("!document.body.innerText.includes('still trying')", timeout=15_000)
+    page.wait_for_function("() => !document.body.innerText.includes('still trying')", timeout=15_000)
     assert len(seen) >= 1
     context.close()
 
@@ -177,7 +178,7 @@ def test_photos_dropped_on_the_zone_upload_with_a_progress_bar_each(app, users, 
     page.get_by_text("3 of 3 uploaded").wait_for(timeout=30_000)
     assert page.locator(".upload-done").count() == 3
     assert page.eval_on_selector_all(".upload-item progress", "bars => bars.map(b => b.value)") == [100, 100, 100]
-    page.wait_for_function("document.querySelectorAll('.photo-card').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('.photo-card').length === 3")
     assert page.get_by_role("button", name="Upload").is_enabled()
     assert page.url == f"{live_server}/photos/", "the dropped files never opened in the browser"
     screenshot(page, f"photos-uploaded-{'phone' if viewport is PHONE else 'desktop'}")
@@ -241,7 +242,7 @@ def test_unsubscribing_someone_by_hand_asks_first(app, users, live_server, chrom
 
     add_subscribers(app, 1)
     context, page = browser_tab(chromium, DESKTOP)
-    login(page, live_server, "alice@example.com", PASSWORD)
+    login(page, live_server, "root@example.com", PASSWORD)  # the subscriber list is for admins
     page.goto(f"{live_server}/subscribers/")
     page.get_by_role("button", name="Unsubscribe").click()
     dialog = page.get_by_role("dialog")
@@ -293,7 +294,7 @@ def test_operations_queue_links_open_rq_dashboards_queue_view(app, users, live_s
     page.goto(f"{live_server}/ops/")
     links = page.locator("#ops-panel .stat a")
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert hrefs == [f"/rq/0/view/jobs/{q}/queued/20/asc/1" for q in ("fast", "default", "cpu")]
+    assert hrefs == [f"/rq/0/view/jobs/{q}/queued/20/asc/1" for q in QUEUES]
     for href in hrefs:
         assert page.request.get(f"{live_server}{href}").status == 200, href
     context.close()

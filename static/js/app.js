@@ -62,10 +62,20 @@
 
   // While a question is open, polls do not replace the page under it (the button asked about must still
   // be there when the answer is "yes").
-  document.addEventListener("htmx:beforeRequest", function (event) {
+  function askingNow() {
     var dialog = document.getElementById("confirm-dialog");
-    var verb = (event.detail.requestConfig && event.detail.requestConfig.verb) || "get";
-    if (dialog && dialog.open && verb === "get") event.preventDefault();
+    return Boolean(dialog && dialog.open);
+  }
+  function isPoll(detail) {
+    return ((detail.requestConfig && detail.requestConfig.verb) || "get") === "get";
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (askingNow() && isPoll(event.detail)) event.preventDefault();
+  });
+  // A poll already on its way when the question opened must not land either: it would replace the
+  // button being asked about, and the answer would go to an element no longer on the page.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (askingNow() && isPoll(event.detail)) event.detail.shouldSwap = false;
   });
 
   document.addEventListener("htmx:confirm", function (event) {
