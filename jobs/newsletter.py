@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app
+from flask_mail import Message
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,7 +24,7 @@ from webapp.extensions import db, mail
 from webapp.links import external_url
 from webapp.models import Delivery, DeliveryStatus, Job, Newsletter, Subscriber, User
 from webapp.models.job import utcnow
-from webapp.newsletter_content import make_unsubscribe_token, personalise, render_body
+from webapp.newsletter_content import email_html, email_text, make_unsubscribe_token, personalise, render_body
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,18 @@ def _unsubscribe_urls(subscriber_id: int, newsletter_id: int | None) -> tuple[st
     token = make_unsubscribe_token(current_app.config["SECRET_KEY"], subscriber_id, newsletter_id)
     url = external_url("subscribers.unsubscribe", token=token)
     return url, url
+
+
+def _message(sender: str, to_email: str, to_name: str, subject: str, body_html: str, body_text: str,
+             page_url: str, post_url: str) -> Message:
+    """One subscriber's message: the HTML part in the e-mail template, both parts ending with the unsubscribe link."""
+    return build_message(
+        sender=sender, to_email=to_email, to_name=to_name, subject=subject,
+        html=email_html(body_html, subject=subject, to_email=to_email, unsubscribe_url=page_url),
+        text=email_text(body_text, page_url),
+        # The footers are in place already; build_message adds only the one-click headers.
+        unsubscribe_url="", unsubscribe_post_url=post_url,
+    )
 
 
 @job_entry
@@ -113,10 +126,7 @@ def send_newsletter_batch(ctx: JobContext) -> dict:
                     continue
                 page_url, post_url = _unsubscribe_urls(subscriber_id, newsletter_id)
                 body_html, body_text = personalise(html, plain, name)
-                yield delivery_id, build_message(
-                    sender=sender, to_email=email, to_name=name, subject=subject, html=body_html, text=body_text,
-                    unsubscribe_url=page_url, unsubscribe_post_url=post_url,
-                )
+                yield delivery_id, _message(sender, email, name, subject, body_html, body_text, page_url, post_url)
 
         def on_sent(delivery_id: int) -> None:
             marks.record(delivery_id, DeliveryStatus.SENT)
@@ -186,11 +196,8 @@ def send_test_newsletter(ctx: JobContext) -> dict:
     html, plain = render_body(newsletter.body, newsletter.body_format)
     body_html, body_text = personalise(html, plain, owner.email.split("@")[0])
     page_url = external_url("newsletters.show", newsletter_id=newsletter.id)
-    message = build_message(
-        sender=current_app.config["MAIL_DEFAULT_SENDER"], to_email=owner.email, to_name="",
-        subject=f"[TEST] {newsletter.subject}", html=body_html, text=body_text,
-        unsubscribe_url=page_url, unsubscribe_post_url=page_url,
-    )
+    message = _message(current_app.config["MAIL_DEFAULT_SENDER"], owner.email, "", f"[TEST] {newsletter.subject}",
+                       body_html, body_text, page_url, page_url)
     failures: list[str] = []
     try:
         send_batch(mail, [(owner.email, message)], on_sent=lambda _key: None,

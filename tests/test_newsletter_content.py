@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from webapp.newsletter_content import (
     FALLBACK_NAME,
     BadUnsubscribeToken,
+    email_html,
     make_unsubscribe_token,
     personalise,
     read_unsubscribe_token,
@@ -142,3 +145,47 @@ def test_a_token_signed_with_our_key_for_another_purpose_is_rejected():
     session_like = URLSafeSerializer(SECRET).dumps([42, 7])
     with pytest.raises(BadUnsubscribeToken):
         read_unsubscribe_token(SECRET, session_like)
+
+
+def test_the_email_body_gets_inline_styles_and_attributes_stay_quoted(ctx):
+    """Each element carries a style attribute; a hostile attribute value is escaped, never turned into markup."""
+    html, _text = render_body('# Sale\n\n[shop](https://shop.example/ "<p onclick=alert(1) x=")\n\n'
+                              '![pic](https://shop.example/a.png)', "markdown")
+    message = email_html(html, subject="Sale", to_email="ada@example.com", unsubscribe_url="https://x.test/u/t")
+    assert re.search(r'<h1 style="[^"]*font-size:26px[^"]*">Sale</h1>', message)
+    assert re.search(r'<img alt="pic" src="https://shop.example/a.png" style="max-width:100%;[^"]*">', message)
+    assert 'title="&lt;p onclick=alert(1) x="' in message
+    assert "<p onclick" not in message and "<style" not in message
+
+
+def test_a_sent_newsletter_is_the_styled_template_with_name_and_unsubscribe_link(app, as_alice, burst_worker,
+                                                                                 mailbox):
+    """The HTML part that arrives: inline-styled wrapper, the subscriber's name, the visible unsubscribe link;
+    a hostile subject and name are shown as text."""
+    from tests.test_newsletters import compose, send
+    from webapp.extensions import db
+    from webapp.models import Subscriber
+
+    with app.app_context():
+        db.session.add(Subscriber(email="ada@example.com", name="Ada <img src=x onerror=alert(1)> & Co"))
+        db.session.commit()
+    send(as_alice, compose(as_alice, subject="</title><script>alert(2)</script> News",
+                           body="Hello {{ name }},\n\n**New** shoes are in."))
+    burst_worker("fast", "bulk")
+    [message] = mailbox.messages
+    html = message.get_body(("html",)).get_content()
+    unsubscribe = message["List-Unsubscribe"].strip("<>")
+    assert unsubscribe.startswith("http://backhaul.test/u/")
+    # The wrapper: a centred 600 px table, every box styled inline (mail clients drop <style> and CSS files).
+    assert '<table role="presentation" width="600"' in html and "max-width:600px" in html
+    assert "<style" not in html and "<link" not in html
+    assert re.search(r'<p style="margin:0 0 16px;">Hello Ada &lt;img src=x onerror=alert\(1\)&gt; &amp; Co,</p>', html)
+    assert re.search(r'<strong>New</strong>', html)
+    # The footer: who it was sent to and a visible unsubscribe link (the same link as the one-click header).
+    assert "This newsletter was sent to ada@example.com" in html
+    assert re.search(rf'<a href="{re.escape(unsubscribe)}" style="[^"]+">Unsubscribe</a>', html)
+    assert "<title>&lt;/title&gt;&lt;script&gt;alert(2)&lt;/script&gt; News</title>" in html
+    assert "<script>" not in html and "<img src=x" not in html
+    text = message.get_body(("plain",)).get_content()
+    assert "Hello Ada <img src=x onerror=alert(1)> & Co," in text
+    assert text.rstrip().endswith(f"--\nUnsubscribe: {unsubscribe}")

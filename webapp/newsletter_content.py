@@ -1,4 +1,5 @@
-"""Newsletter content: Markdown or text to safe HTML, personalisation, unsubscribe tokens, header values.
+"""Newsletter content: Markdown or text to safe HTML, personalisation, the e-mail around it, unsubscribe tokens,
+header values.
 
 Used by the web process (preview) and by workers (sending). Everything an author or
 a subscriber typed is treated as hostile: the author's HTML is sanitised, a
@@ -13,6 +14,7 @@ import re
 
 import markdown
 import nh3
+from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 
 FORMATS = ("markdown", "text")
@@ -34,6 +36,28 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title", "wi
 # No javascript:, data: or vbscript: URLs survive, whatever their spelling.
 URL_SCHEMES = {"http", "https", "mailto"}
 TOKEN_SALT = "backhaul-unsubscribe"
+EMAIL_TEMPLATE = "newsletters/_email.html"
+# Mail clients drop <style> blocks and linked CSS, so every element of the body carries its own style.
+FONT = "font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif"
+INLINE_STYLES = {
+    "p": "margin:0 0 16px;",
+    "h1": f"{FONT};margin:0 0 16px;font-size:26px;line-height:1.25;color:#17223b;",
+    "h2": f"{FONT};margin:24px 0 12px;font-size:21px;line-height:1.3;color:#17223b;",
+    "h3": f"{FONT};margin:20px 0 10px;font-size:18px;line-height:1.3;color:#17223b;",
+    "h4": f"{FONT};margin:16px 0 8px;font-size:16px;color:#17223b;",
+    "a": "color:#1f5fbf;text-decoration:underline;",
+    "img": "max-width:100%;height:auto;border:0;",
+    "blockquote": "margin:0 0 16px;padding:4px 0 4px 14px;border-left:3px solid #d0d5dd;color:#475467;",
+    "pre": "margin:0 0 16px;padding:12px;background:#f2f4f7;border-radius:4px;white-space:pre-wrap;font-size:14px;",
+    "code": "font-family:Menlo,Consolas,monospace;font-size:14px;background:#f2f4f7;",
+    "ul": "margin:0 0 16px;padding-left:24px;",
+    "ol": "margin:0 0 16px;padding-left:24px;",
+    "li": "margin:0 0 6px;",
+    "hr": "border:0;border-top:1px solid #e4e7ec;margin:24px 0;",
+    "table": "border-collapse:collapse;margin:0 0 16px;",
+    "th": "border:1px solid #d0d5dd;padding:6px 10px;background:#f2f4f7;text-align:left;",
+    "td": "border:1px solid #d0d5dd;padding:6px 10px;",
+}
 
 
 class BadUnsubscribeToken(ValueError):
@@ -68,6 +92,26 @@ def personalise(html_part: str, text_part: str, name: str | None) -> tuple[str, 
     # Functions as replacements, so a backslash in a name is never read as a group reference.
     return (NAME_PLACEHOLDER.sub(lambda _m: escaped, html_part),
             NAME_PLACEHOLDER.sub(lambda _m: cleaned, text_part))
+
+
+def email_html(body_html: str, *, subject: str, to_email: str, unsubscribe_url: str) -> str:
+    """The whole HTML part: the personalised body, styled inline, in the e-mail template with its unsubscribe footer.
+
+    ``body_html`` must come from render_body/personalise; it is sanitised once more here, which
+    also adds the inline styles (nh3 escapes every attribute value, so no text can become markup).
+    """
+    styled = nh3.clean(body_html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes=URL_SCHEMES,
+                       link_rel="noopener noreferrer",
+                       set_tag_attribute_values={tag: {"style": style} for tag, style in INLINE_STYLES.items()})
+    # The environment's own loader and autoescaping, without request context processors: workers have no request.
+    template = current_app.jinja_env.get_template(EMAIL_TEMPLATE)
+    return template.render(body=styled, subject=safe_header(subject), to_email=(to_email or "").strip(),
+                           unsubscribe_url=unsubscribe_url, font=FONT)
+
+
+def email_text(text_part: str, unsubscribe_url: str) -> str:
+    """The plain-text part with the unsubscribe link under a signature separator."""
+    return f"{text_part.rstrip()}\n\n--\nUnsubscribe: {unsubscribe_url}\n"
 
 
 def safe_header(value: str | None) -> str:

@@ -7,10 +7,11 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import DateTime, ForeignKey, Index, String, Text, UniqueConstraint, func
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import Model
 from webapp.models.job import utcnow
+from webapp.models.user import User
 
 
 class Subscriber(Model):
@@ -23,6 +24,12 @@ class Subscriber(Model):
     active: Mapped[bool] = mapped_column(default=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last time an administrator put an unsubscribed address back on the list, who did it and
+    # why: the address had asked to hear no more, so the record says who decided otherwise.
+    resubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resubscribed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    resubscribe_reason: Mapped[str | None] = mapped_column(String(200))
+    resubscribed_by: Mapped[User | None] = relationship(foreign_keys=[resubscribed_by_id], lazy="joined")
 
 
 # One subscription per address, whatever its capitalisation.

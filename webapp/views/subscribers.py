@@ -1,7 +1,8 @@
-"""Subscribers: search, add, unsubscribe, import a CSV (as a job), and the public unsubscribe link.
+"""Subscribers: search, add, unsubscribe, re-subscribe, import a CSV (as a job), and the public unsubscribe link.
 
 Who may do what: the subscriber list is personal data, so listing, searching, adding,
-importing and unsubscribing someone by hand are for administrators. Staff (every other
+importing, unsubscribing someone by hand and putting an unsubscribed address back (with a
+recorded reason) are for administrators. Staff (every other
 account) write and send newsletters, which reach the active subscribers without showing
 them the list. The unsubscribe link in each newsletter needs no account.
 """
@@ -24,7 +25,7 @@ from webapp.extensions import csrf, db
 from webapp.forms import Form
 from webapp.models import Subscriber
 from webapp.models.job import utcnow
-from webapp.newsletter_content import read_unsubscribe_token
+from webapp.newsletter_content import clean_name, read_unsubscribe_token
 from webapp.paging import page_number
 
 bp = Blueprint("subscribers", __name__)
@@ -58,6 +59,21 @@ class SubscriberForm(Form):
                                         test_environment=True).normalized
         except EmailNotValidError as exc:
             raise ValidationError(str(exc)) from None
+
+
+class ResubscribeForm(Form):
+    """Why an address that asked to hear no more is put back on the list."""
+
+    reason = StringField("Reason", validators=[
+        InputRequired(message="Say why this address is re-subscribed."),
+        Length(max=200, message="Keep the reason under 200 characters."),
+    ])
+
+    def validate_reason(self, field: StringField) -> None:
+        """Spaces alone are no reason; control characters and line breaks are folded away."""
+        field.data = clean_name(field.data)
+        if not field.data:
+            raise ValidationError("Say why this address is re-subscribed.")
 
 
 class ImportForm(Form):
@@ -94,6 +110,9 @@ def add():
                 flash(error, "error")
         return redirect(url_for("subscribers.index"), code=303)
     existing = db.session.scalar(select(Subscriber).where(func.lower(Subscriber.email) == form.email.data.lower()))
+    if existing is not None and not existing.active:
+        flash(f"{existing.email} unsubscribed earlier: use Re-subscribe on their row and say why.", "warning")
+        return redirect(url_for("subscribers.index", q=existing.email), code=303)
     if existing is not None:
         flash(f"{existing.email} is already on the list.", "warning")
         return redirect(url_for("subscribers.index", q=existing.email), code=303)
@@ -122,6 +141,27 @@ def unsubscribe_by_staff(subscriber_id: int):
     page = request.form.get("page", 1, type=int) or 1
     return redirect(url_for("subscribers.index", q=(request.form.get("q") or "")[:100] or None,
                             page=page if 1 < page <= 1_000_000 else None), code=303)
+
+
+@bp.route("/subscribers/<int:subscriber_id>/resubscribe", methods=["GET", "POST"])
+@admin_required
+def resubscribe(subscriber_id: int):
+    """Put an unsubscribed address back on the list, recording who did it, when and why."""
+    subscriber = db.session.get(Subscriber, subscriber_id) or abort(404, "No such subscriber.")
+    if subscriber.active:
+        flash(f"{subscriber.email} is already subscribed.", "info")
+        return redirect(url_for("subscribers.index", q=subscriber.email), code=303)
+    form = ResubscribeForm()
+    if form.validate_on_submit():
+        subscriber.active = True
+        subscriber.resubscribed_at = utcnow()
+        subscriber.resubscribed_by_id = current_user.id
+        subscriber.resubscribe_reason = form.reason.data
+        db.session.commit()
+        flash(f"{subscriber.email} is subscribed again.", "success")
+        return redirect(url_for("subscribers.index", q=subscriber.email), code=303)
+    return (render_template("subscribers/resubscribe.html", subscriber=subscriber, form=form),
+            400 if form.errors else 200)
 
 
 @bp.post("/subscribers/import")
