@@ -26,6 +26,7 @@ NOUNS = {
     "newsletter_test": ("test e-mail", "test e-mails"),
     "import_subscribers": ("subscriber import", "subscriber imports"),
     "selftest": ("self-test", "self-tests"),
+    "zip_photos": ("photo ZIP", "photo ZIPs"),
 }
 
 
@@ -73,13 +74,15 @@ def _grouped(kind: str, status: str, jobs: list[Job]) -> Announcement:
 def _single(job: Job) -> Announcement:
     """One finished job, said the way its page says it."""
     one, _many = NOUNS.get(job.kind, (job.kind.replace("_", " "), ""))
+    # The first letter only: str.capitalize() would turn "photo ZIP" into "Photo zip".
+    subject = one[:1].upper() + one[1:]
     title = job.title or one
     page = url_for("jobs.show", job_id=job.id)
     ids = [str(job.id)]
     if job.status == "failed":
-        return Announcement(f"{one.capitalize()} “{title}” failed", page, "See why", "error", ids)
+        return Announcement(f"{subject} “{title}” failed", page, "See why", "error", ids)
     if job.status == "cancelled":
-        return Announcement(f"{one.capitalize()} “{title}” was cancelled", page, "Open", "info", ids)
+        return Announcement(f"{subject} “{title}” was cancelled", page, "Open", "info", ids)
     result = job.result or {}
     if job.kind == "resize_photo":
         photo_id = result.get("photo_id")
@@ -91,6 +94,10 @@ def _single(job: Job) -> Announcement:
         return Announcement(text, page, "Download", "success", ids)
     if job.kind == "sales_report":
         return Announcement(f"{title} is ready", page, "Open", "success", ids)
+    if job.kind == "zip_photos":
+        photos = result.get("photos")
+        text = f"Photo ZIP is ready ({plural(photos, 'photo', 'photos')})" if photos is not None else "Photo ZIP is ready"
+        return Announcement(text, page, "Download", "success", ids)
     if job.kind == "mail_report":
         sent = len(result.get("sent_to", []))
         return Announcement(f"Sales report sent to {plural(sent, 'recipient', 'recipients')}", page, "Details",
@@ -102,7 +109,7 @@ def _single(job: Job) -> Announcement:
     if job.kind == "import_subscribers":
         return Announcement(f"Subscriber import finished: {result.get('summary', 'done')}", page, "Details",
                             "success", ids)
-    return Announcement(f"{one.capitalize()} “{title}” finished", page, "Open", "success", ids)
+    return Announcement(f"{subject} “{title}” finished", page, "Open", "success", ids)
 
 
 def _newsletter_sent(job: Job, title: str, page: str, ids: list[str]) -> Announcement:

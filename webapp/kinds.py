@@ -67,6 +67,8 @@ KINDS: dict[str, JobKind] = {
                 queue="fast", timeout=600, max_attempts=3, memory_mb=256),
         JobKind(name="prune_jobs", label="Retention prune", func="jobs.prune_jobs.prune_old_jobs",
                 queue="default", timeout=1800, max_attempts=2),
+        JobKind(name="zip_photos", label="Photos ZIP", func="jobs.zip_photos.zip_photos",
+                queue="default", timeout=900, max_attempts=2, memory_mb=256),
     )
 }
 

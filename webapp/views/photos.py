@@ -135,6 +135,21 @@ def _accept(upload_file: FileStorage, position: int) -> dict:
     return {"name": name, "error": None, "photo_id": str(photo.id)}
 
 
+# What "Download all" offers (jobs/zip_photos.py): the button's value names the variant.
+ZIP_TITLES = {"large": "All photos (large JPEGs)", "original": "All photos (originals)"}
+
+
+@bp.post("/download-all")
+@login_required
+def download_all():
+    """Queue a ZIP of all the current user's finished photos and go to its job page."""
+    variant = request.form.get("variant", "large")
+    if variant not in ZIP_TITLES:
+        abort(400, "Choose large JPEGs or originals.")
+    job = queueing.submit("zip_photos", current_user.id, {"variant": variant}, ZIP_TITLES[variant])
+    return redirect(url_for("jobs.show", job_id=job.id), code=303)
+
+
 @bp.get("/<uuid:photo_id>")
 @login_required
 def show(photo_id: uuid.UUID):
