@@ -24,8 +24,8 @@ class Form(FlaskForm):
 class OrderFilterForm(Form):
     """A date range (inclusive, UTC) and an optional order status: what exports and reports select."""
 
-    date_from = DateField("From", validators=[InputRequired(message="Choose a start date (YYYY-MM-DD).")])
-    date_to = DateField("To", validators=[InputRequired(message="Choose an end date (YYYY-MM-DD).")])
+    date_from = DateField("From", validators=[InputRequired(message="Choose a start date.")])
+    date_to = DateField("To", validators=[InputRequired(message="Choose an end date.")])
     status = SelectField(
         "Status",
         choices=[SelectChoice("", "Any status")] + [SelectChoice(s, s.capitalize()) for s in ORDER_STATUSES],
