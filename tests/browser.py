@@ -24,10 +24,10 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
-def login(page, base_url: str, email: str, password: str) -> None:
-    """Log in through the real form."""
-    page.goto(f"{base_url}/login")
+def login(page, base_url: str, email: str, password: str, then: str = "/jobs/") -> None:
+    """Log in through the real form, landing on ``then`` (as a link that asked for a login would)."""
+    page.goto(f"{base_url}/login" + (f"?next={then}" if then != "/jobs/" else ""))
     page.get_by_label("E-mail").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base_url}/jobs/")
+    page.wait_for_url(f"{base_url}{then}")

@@ -10,6 +10,7 @@ import pytest
 from tests.test_exports import job_json, submit_export
 from webapp import storage
 from webapp.extensions import db
+from webapp.kinds import QUEUES
 
 
 @pytest.mark.parametrize("path", ["/jobs/", "/exports/new", f"/jobs/{uuid.uuid4()}", f"/files/{uuid.uuid4()}"])
@@ -81,7 +82,8 @@ def test_rq_dashboard_is_for_admins_only(client, as_alice, as_admin):
     page = as_admin.get("/rq/")
     assert page.status_code == 200
     queues = as_admin.get("/rq/0/data/queues.json").get_json()
-    assert {"fast", "default", "cpu"} <= {q["name"] for q in queues["queues"]} or queues["queues"] == []
+    # rq-dashboard lists the queues Redis knows about: those this test's jobs touched, or none.
+    assert {q["name"] for q in queues["queues"]} <= set(QUEUES)
 
 
 def test_rq_dashboard_refuses_cross_site_posts(as_admin):

@@ -58,5 +58,5 @@ def test_the_operations_page_for_an_admin(app, users, live_server, start_worker,
     page.get_by_text("Self-test passed").wait_for(timeout=30_000)
     page.get_by_role("link", name="Operations").click()
     assert page.locator("#ops-panel svg").count() == 1
-    page.get_by_text("busy").or_(page.get_by_text("idle")).first.wait_for(timeout=15_000)
+    page.get_by_text("busy").or_(page.get_by_text("idle")).first.wait_for(timeout=30_000)
     screenshot(page, "operations")

@@ -479,7 +479,7 @@ def _import(client: Browserless, content: bytes, burst_worker, name: str = "list
                            form_page="/subscribers/", content_type="multipart/form-data")
     assert response.status_code == 303, response.get_data(as_text=True)
     job_id = response.headers["Location"].rsplit("/", 1)[-1]
-    burst_worker("default")
+    burst_worker("bulk")  # subscriber imports are bulk work
     return client.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).get_json()
 
 
@@ -598,7 +598,7 @@ def test_staff_write_and_send_newsletters(app, users, as_alice, burst_worker, ma
     newsletter_id = compose(as_alice, subject="Staff news")
     assert as_alice.get(f"/newsletters/{newsletter_id}").status_code == 200
     send(as_alice, newsletter_id)
-    burst_worker("fast")
+    burst_worker("fast", "bulk")
     assert len(mailbox.messages) == 3
 
 
