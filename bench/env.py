@@ -6,6 +6,7 @@ Never the data `make run` uses (backhaul, Redis DB 0) nor the tests' (backhaul_t
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ def prepare(fresh: bool = True) -> dict[str, str]:
     scratch = Path(tempfile.mkdtemp(prefix="backhaul-bench-"))
     env = {
         "BACKHAUL_ENV": "test",
+        "SECRET_KEY": secrets.token_hex(32),
         "DATABASE_URL": f"{PG}/{DB_NAME}",
         "REDIS_URL": REDIS_URL,
         "STORAGE_DIR": str(scratch / "storage"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="backhaul-schedule-bench-"))
-    os.environ.update({"BACKHAUL_ENV": "test", "DATABASE_URL": f"{PG}/{DB_NAME}", "REDIS_URL": REDIS_URL,
+    os.environ.update({"BACKHAUL_ENV": "test", "SECRET_KEY": secrets.token_hex(32), "DATABASE_URL": f"{PG}/{DB_NAME}", "REDIS_URL": REDIS_URL,
                        "STORAGE_DIR": str(scratch / "storage"), "SCRATCH_DIR": str(scratch / "scratch"),
                        "PYTHONPATH": str(ROOT), "LOG_FORMAT": "text"})
     from scripts.bootstrap import recreate_database

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -44,6 +45,8 @@ def test_env(tmp_path_factory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("backhaul")
     env = {
         "BACKHAUL_ENV": "test",
+        # A key of this run's own: none in the source is accepted anywhere.
+        "SECRET_KEY": secrets.token_hex(32),
         "DATABASE_URL": f"{PG}/{TEST_DB}",
         "REDIS_URL": f"{REDIS_BASE}/{REDIS_DB}",
         "STORAGE_DIR": str(base / "storage"),

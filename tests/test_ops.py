@@ -94,10 +94,3 @@ def test_waiting_jobs_no_queue_holds_are_named_as_stuck_not_as_a_reason_to_scale
     assert stuck_hint({"fast": 40, "default": 0, "cpu": 0}, {"fast": 3600.0}) is None
     assert stuck_hint(None, {"fast": 3600.0}) is None
 
-
-def test_rq_dashboard_pages_lead_back_to_backhaul(app, as_admin):
-    """rq-dashboard's pages carry a link back to our Operations page at the top."""
-    for url in ("/rq/", "/rq/0/view/workers"):
-        page = as_admin.get(url, follow_redirects=True).get_data(as_text=True)
-        assert 'href="/ops/"' in page and "Back to Backhaul" in page
-        assert page.index("Back to Backhaul") < page.index("navbar-dashboard"), "above rq-dashboard's own bar"

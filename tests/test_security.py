@@ -19,7 +19,7 @@ from flask import Flask
 
 from tests.conftest import PASSWORD, ROOT, Browserless, wait_for
 from webapp import create_app, signed_in
-from webapp.config import TEST_SECRET_KEY, ConfigError, development_secret_key, load_config
+from webapp.config import PUBLIC_KEYS, ConfigError, development_secret_key, load_config
 
 LONG_KEY = "k" * 48
 
@@ -51,9 +51,9 @@ def test_a_process_not_told_it_is_in_development_refuses_to_start_without_a_secr
     assert "SECRET_KEY is not set: Backhaul will not start in production without it" in result.stderr
 
 
-@pytest.mark.parametrize("key", [TEST_SECRET_KEY, "dev-only-secret-change-me", "short"])
+@pytest.mark.parametrize("key", ["test-only-secret-key-never-valid-elsewhere", "dev-only-secret-change-me", "short"])
 def test_production_refuses_a_public_or_short_key(monkeypatch, key):
-    """The test suite's key (it is in the source) and short keys are refused outside the tests."""
+    """Keys that were ever in the source, and short keys, are refused in every environment."""
     monkeypatch.setenv("BACKHAUL_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", key)
     with pytest.raises(ConfigError, match="SECRET_KEY must be a random value"):
@@ -82,7 +82,7 @@ def test_development_generates_its_own_key_once_per_checkout(tmp_path, monkeypat
     monkeypatch.setenv("BACKHAUL_ENV", "development")
     monkeypatch.delenv("SECRET_KEY", raising=False)
     config = load_config()
-    assert config["SECRET_KEY"] not in (TEST_SECRET_KEY, "dev-only-secret-change-me")
+    assert config["SECRET_KEY"] not in PUBLIC_KEYS
     assert config["DEV_MAILBOX"] is True
 
 

@@ -2,8 +2,8 @@
 
 Fail closed: BACKHAUL_ENV defaults to production, and production refuses to start
 without a SECRET_KEY of its own. Only an explicit BACKHAUL_ENV=development gets
-working defaults (a random key generated once per checkout, kept out of git), and
-only the test suite (BACKHAUL_ENV=test) may use the fixed key written below.
+working defaults (a random key generated once per checkout, kept out of git); the
+test suite sets a random key of its own. No key written in the source is accepted.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from webapp import redis_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("production", "development", "test")
-# Public (it is in the source): accepted only when BACKHAUL_ENV=test.
-TEST_SECRET_KEY = "test-only-secret-key-never-valid-elsewhere"
-# Keys that were ever in the source, refused outside the tests.
-PUBLIC_KEYS = {TEST_SECRET_KEY, "dev-only-secret-change-me"}
+# Keys that were ever in the source: refused everywhere.
+PUBLIC_KEYS = {"test-only-secret-key-never-valid-elsewhere", "dev-only-secret-change-me"}
 # Shorter keys can be guessed offline from one signed cookie (secrets.token_hex(16) is 32).
 MIN_SECRET_KEY_LENGTH = 32
 
@@ -102,14 +100,13 @@ def development_secret_key(path: Path | None = None) -> str:
 def _secret_key(env: str, given: str | None) -> str:
     """The key that signs sessions, CSRF tokens and unsubscribe links; refuses to guess outside development."""
     if given:
-        if env != "test" and (given in PUBLIC_KEYS or len(given) < MIN_SECRET_KEY_LENGTH):
+        if given in PUBLIC_KEYS or len(given) < MIN_SECRET_KEY_LENGTH:
             raise ConfigError(f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters, "
                               "e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
         return given
-    if env == "test":
-        return TEST_SECRET_KEY
     if env == "development":
         return development_secret_key()
+    # The test suite sets a random key of its own (tests/conftest.py): no key in the source works anywhere.
     raise ConfigError("SECRET_KEY is not set: Backhaul will not start in production without it "
                       "(set SECRET_KEY, or BACKHAUL_ENV=development on your own machine)")
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import rq.job
 import rq_dashboard
-from flask import Flask, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import Flask, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
@@ -105,20 +105,6 @@ def _dashboard_client(url: str, **_ignored):
     return None, redis_client.shared(url)
 
 
-BACK_LINK = ('<p style="margin:0;padding:10px 16px;background:#0f2a4a"><a href="{url}" '
-             'style="color:#fff;font-weight:600">&larr; Back to Backhaul</a></p>')
-
-
-def link_back_to_backhaul(response: Response) -> Response:
-    """Put a way back to our pages at the top of rq-dashboard's HTML pages (its templates have none)."""
-    if response.mimetype != "text/html" or response.direct_passthrough or response.status_code != 200:
-        return response
-    body = response.get_data(as_text=True)
-    if "<body>" in body:
-        response.set_data(body.replace("<body>", "<body>" + BACK_LINK.format(url=url_for("ops.index")), 1))
-    return response
-
-
 def mount(app: Flask) -> None:
     """Register rq-dashboard at /rq with our JSON serializer and guard."""
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
@@ -129,8 +115,6 @@ def mount(app: Flask) -> None:
     rq_dashboard.web.from_url = _dashboard_client
     rq_dashboard.web.setup_rq_connection(app)
     blueprint = rq_dashboard.blueprint
-    if link_back_to_backhaul not in blueprint.after_request_funcs.get(None, []):
-        blueprint.after_request_funcs.setdefault(None, []).append(link_back_to_backhaul)
     if guard_dashboard not in blueprint.before_request_funcs.get(None, []):
         # before_request funcs run in order; ours must come before rq-dashboard's own.
         blueprint.before_request_funcs.setdefault(None, []).insert(0, guard_dashboard)
