@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from functools import wraps
 
 from flask import abort
-from flask_login import current_user
+from flask_login import current_user, login_required
 from sqlalchemy import Select
 
 from webapp.extensions import db
@@ -33,3 +35,19 @@ def file_or_404(file_id: uuid.UUID) -> StoredFile:
     if stored is None or not current_user.can_see(stored.owner_id):
         abort(404, "No such file.")
     return stored
+
+
+def admins_only(refusal: str) -> Callable:
+    """A view decorator: log in first, then administrators only; others get 403 with ``refusal``."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if not current_user.is_admin:
+                abort(403, refusal)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate

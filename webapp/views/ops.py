@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import wraps
 
 from flask import Blueprint, Response, abort, redirect, render_template, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
@@ -14,6 +13,7 @@ from wtforms import DecimalField, IntegerField
 from wtforms.validators import NumberRange, Optional
 
 from webapp import queueing
+from webapp.access import admins_only
 from webapp.charts import stacked_bars
 from webapp.extensions import db
 from webapp.forms import Form
@@ -28,17 +28,7 @@ bp = Blueprint("ops", __name__)
 STUCK_AFTER_SECONDS = 300
 
 
-def admin_required(view):
-    """Log in first; then admins only."""
-
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if not current_user.is_admin:
-            abort(403, "The operations pages are for administrators.")
-        return view(*args, **kwargs)
-
-    return wrapped
+admin_required = admins_only("The operations pages are for administrators.")
 
 
 class SelfTestForm(Form):

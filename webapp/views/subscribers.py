@@ -9,11 +9,9 @@ them the list. The unsubscribe link in each newsletter needs no account.
 
 from __future__ import annotations
 
-from functools import wraps
-
 from email_validator import EmailNotValidError, validate_email
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +19,7 @@ from wtforms import EmailField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
 from webapp import queueing, storage
+from webapp.access import admins_only
 from webapp.extensions import csrf, db
 from webapp.forms import Form
 from webapp.models import Subscriber
@@ -33,17 +32,7 @@ bp = Blueprint("subscribers", __name__)
 PAGE = 50
 
 
-def admin_required(view):
-    """Log in first; then administrators only."""
-
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if not current_user.is_admin:
-            abort(403, "The subscriber list is for administrators.")
-        return view(*args, **kwargs)
-
-    return wrapped
+admin_required = admins_only("The subscriber list is for administrators.")
 
 
 class SubscriberForm(Form):
